@@ -1,0 +1,173 @@
+"""labgate command line: tools, stack, peer cross-check.
+
+    labgate tools status                 every component: version and source, or the exact reason
+    labgate tools install [NAME ...]     obtain components (a second run builds nothing)
+    labgate stack up [--scenario F]      start the stack outside pytest, print its state file
+    labgate stack status|down [--state F]
+    labgate peer [--scenario F]          run the official OCI conformance program against the stack
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from labgate import toolchain
+from labgate.errors import LabgateError, StackError, UsageError
+
+CURRENT = "current-stack"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line, exit 2
+        raise UsageError(f"{self.prog}: {message}", fix=f"see `{self.prog} --help`")
+
+
+def _pointer() -> Path:
+    return toolchain.cache_root() / CURRENT
+
+
+def _new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(2).hex()
+
+
+def cmd_tools_status(args: argparse.Namespace) -> int:
+    rows = toolchain.resolve_all()
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return 0
+    print(f"{'COMPONENT':<16} {'VERSION':<40} {'SOURCE':<6} PATH / REASON")
+    for r in rows:
+        where = r.path + (f"  [{r.reported_version}]" if r.reported_version else "") if r.available else r.reason
+        print(f"{r.name:<16} {r.version:<40} {(r.source if r.available else '-'):<6} {where}")
+    print(f"\ncache: {toolchain.cache_root()}")
+    return 0
+
+
+def cmd_tools_install(args: argparse.Namespace) -> int:
+    names = args.names or [n for n, t in toolchain.TOOLS.items() if not t.prebuilt_only]
+    failed = 0
+    for n in names:
+        toolchain.tool(n)  # validates the name
+        t0 = time.monotonic()
+        r = toolchain.install(n, force=args.force)
+        took = time.monotonic() - t0
+        if r.available:
+            print(f"{n}: {r.source} {r.path} ({took:.1f}s)")
+        else:
+            failed += 1
+            print(f"{n}: {r.reason}", file=sys.stderr)
+    return 3 if failed and args.strict else 0
+
+
+def cmd_stack_up(args: argparse.Namespace) -> int:
+    from labgate.providers import get_provider
+    from labgate.scenario import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    if _pointer().exists():
+        old = _pointer().read_text().strip()
+        if Path(old).exists():
+            raise StackError(f"a stack is already up (state file {old})", fix="run `labgate stack down` first")
+    run_id = _new_run_id()
+    report_dir = Path(args.reports) / run_id
+    provider = get_provider(scenario, run_id=run_id, report_dir=str(report_dir), detached=True)
+    stack = provider.up()
+    _pointer().parent.mkdir(parents=True, exist_ok=True)
+    _pointer().write_text(stack.state_file)
+    print(f"stack up: {stack.registry_kind} at {stack.registry_url}")
+    print(f"state file: {stack.state_file}")
+    print(f"attach: pytest suites/ --labgate-state {stack.state_file}")
+    return 0
+
+
+def _load_state(args: argparse.Namespace):
+    from labgate.stack import Stack
+
+    path = args.state or (_pointer().read_text().strip() if _pointer().exists() else "")
+    if not path:
+        raise StackError("no stack is up", fix="start one with `labgate stack up`")
+    return Stack.load(path)
+
+
+def cmd_stack_status(args: argparse.Namespace) -> int:
+    from labgate.process import pid_alive
+
+    stack = _load_state(args)
+    print(f"run {stack.run_id}: scenario {stack.scenario_name}, provider {stack.provider}, arch {stack.arch}")
+    for c in stack.components:
+        alive = "running" if pid_alive(c.pid) else "NOT RUNNING"
+        print(f"  {c.name:<10} {c.kind:<13} {c.reported_version or c.version:<40} pid {c.pid:<8} {alive:<12} {c.url}")
+    for name, why in stack.skipped_components.items():
+        print(f"  {name:<10} not available: {why}")
+    return 0 if all(pid_alive(c.pid) for c in stack.components) else 1
+
+
+def cmd_stack_down(args: argparse.Namespace) -> int:
+    from labgate.providers.local import stop_stack
+
+    stack = _load_state(args)
+    stop_stack(stack)
+    if _pointer().exists() and _pointer().read_text().strip() == stack.state_file:
+        _pointer().unlink()
+    print(f"stack {stack.run_id} stopped; logs in {stack.report_dir}/logs")
+    return 0
+
+
+def cmd_peer(args: argparse.Namespace) -> int:
+    from labgate.peer import run_peer
+
+    return run_peer(scenario_path=args.scenario, reports=Path(args.reports), labgate_args=args.pytest_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="labgate", description="end-to-end conformance harness for zot + Pocket ID + Kyverno + cosign")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    tools = sub.add_parser("tools", help="component binaries")
+    tsub = tools.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    st = tsub.add_parser("status", help="version and source of every component, or why it is unavailable")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_tools_status)
+    ins = tsub.add_parser("install", help="obtain components through the package registries")
+    ins.add_argument("names", nargs="*", metavar="NAME")
+    ins.add_argument("--force", action="store_true", help="rebuild even when cached")
+    ins.add_argument("--strict", action="store_true", help="exit 3 when a component cannot be obtained")
+    ins.set_defaults(func=cmd_tools_install)
+
+    stack = sub.add_parser("stack", help="run the stack outside pytest")
+    ssub = stack.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    up = ssub.add_parser("up")
+    up.add_argument("--scenario", default="scenarios/local.yaml")
+    up.add_argument("--reports", default="reports")
+    up.set_defaults(func=cmd_stack_up)
+    for name, fn in (("status", cmd_stack_status), ("down", cmd_stack_down)):
+        s = ssub.add_parser(name)
+        s.add_argument("--state", default=None, help="state file (default: the stack `labgate stack up` started)")
+        s.set_defaults(func=fn)
+
+    peer = sub.add_parser("peer", help="labgate's OCI suite and the official conformance program, side by side")
+    peer.add_argument("--scenario", default="scenarios/local.yaml")
+    peer.add_argument("--reports", default="reports")
+    peer.add_argument("pytest_args", nargs="*", help="extra pytest arguments for labgate's run")
+    peer.set_defaults(func=cmd_peer)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except LabgateError as exc:
+        print(f"labgate: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("labgate: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Collects verdicts and timings of a run and writes reports/<run-id>/.
+
+Verdicts follow the OCI conformance program: pass; fail (a MUST broken); warn (a SHOULD broken);
+unsupported (optional); known (a strict expected failure from suites/known-issues.yaml); skip (with
+reason and fix); error (the harness or the infrastructure broke).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labgate import redact
+from labgate.scenario import Scenario
+
+SUITE_PREFIX = "suites/"
+
+
+def suite_of(nodeid: str) -> str | None:
+    if not nodeid.startswith(SUITE_PREFIX):
+        return None
+    parts = nodeid[len(SUITE_PREFIX):].split("/")
+    return parts[0] if len(parts) > 1 else None
+
+
+@dataclass
+class TestRecord:
+    nodeid: str
+    suite: str | None
+    verdict: str = "pass"
+    message: str = ""
+    duration: float = 0.0
+    start: float = 0.0
+    stop: float = 0.0
+    spec: str = ""
+    area: str = ""
+    should: list[str] = field(default_factory=list)
+
+
+def _short(longrepr: Any) -> str:
+    if longrepr is None:
+        return ""
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # skip: (file, line, reason)
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(longrepr, "reprcrash", None)
+    if crash is not None:
+        return str(crash.message)
+    return str(longrepr).strip().splitlines()[-1] if str(longrepr).strip() else ""
+
+
+class RunRecorder:
+    def __init__(self, *, scenario: Scenario, report_dir: Path, run_id: str):
+        self.scenario = scenario
+        self.report_dir = Path(report_dir)
+        self.run_id = run_id
+        self.tests: dict[str, TestRecord] = {}
+        self.phases: dict[str, float] = {}
+        self.notes: list[str] = []
+        self.stack: Any = None
+        self.stack_error = ""
+        self.exitstatus: int | None = None
+        self.started = time.time()
+
+    def phase(self, name: str, seconds: float) -> None:
+        self.phases[name] = round(seconds, 3)
+
+    # ------------------------------------------------------------------------------------------
+    def add_report(self, report: Any) -> None:
+        rec = self.tests.setdefault(report.nodeid, TestRecord(report.nodeid, suite_of(report.nodeid)))
+        rec.duration += getattr(report, "duration", 0.0) or 0.0
+        if report.when == "call" or not rec.start:
+            rec.start = rec.start or getattr(report, "start", 0.0)
+        rec.stop = max(rec.stop, getattr(report, "stop", 0.0))
+        for key, value in getattr(report, "user_properties", []):
+            if key == "spec":
+                rec.spec = str(value)
+            elif key == "area":
+                rec.area = str(value)
+            elif key == "should" and value not in rec.should:
+                rec.should.append(str(value))
+        msg = redact.redact(_short(report.longrepr))
+        if hasattr(report, "wasxfail"):
+            if report.skipped:
+                rec.verdict, rec.message = "known", redact.redact(str(report.wasxfail))
+            elif report.passed:  # strict xfail that passed is reported as failed by pytest
+                rec.verdict, rec.message = "fail", "known issue no longer fails: " + redact.redact(str(report.wasxfail))
+            return
+        if report.failed:
+            if report.when == "call":
+                rec.verdict, rec.message = "fail", msg
+            elif rec.verdict not in ("fail",):
+                rec.verdict, rec.message = "error", f"{report.when}: {msg}"
+        elif report.skipped:
+            if msg.startswith("unsupported (optional)"):
+                rec.verdict, rec.message = "unsupported", msg
+            else:
+                rec.verdict, rec.message = "skip", msg
+        elif report.when == "call" and rec.verdict == "pass" and rec.should:
+            rec.verdict, rec.message = "warn", "; ".join(rec.should)
+        elif report.when == "teardown" and rec.verdict == "pass" and rec.should:
+            rec.verdict, rec.message = "warn", "; ".join(rec.should)
+
+    # ------------------------------------------------------------------------------------------
+    def e2e_tests(self) -> list[TestRecord]:
+        return [t for t in self.tests.values() if t.suite]
+
+    def e2e_verdict(self) -> str | None:
+        """A reason the run must fail although pytest may think it passed."""
+        if self.stack_error:
+            return self.stack_error
+        tests = self.e2e_tests()
+        if not tests:
+            self.notes.append("no end-to-end test ran: a run that proves nothing is a failure")
+            return self.notes[-1]
+        ran = [t for t in tests if t.verdict not in ("skip",)]
+        if not ran:
+            self.notes.append(f"every end-to-end test skipped ({len(tests)} of them): a run that proves nothing is a failure")
+            return self.notes[-1]
+        return None
+
+    def suites(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for t in self.e2e_tests():
+            s = out.setdefault(t.suite or "", {"counts": {}, "seconds": 0.0, "start": None, "stop": 0.0})
+            s["counts"][t.verdict] = s["counts"].get(t.verdict, 0) + 1
+            s["seconds"] += t.duration
+            if t.start:
+                s["start"] = t.start if s["start"] is None else min(s["start"], t.start)
+            s["stop"] = max(s["stop"], t.stop)
+        for s in out.values():
+            s["wall"] = round(s["stop"] - s["start"], 3) if s["start"] else round(s["seconds"], 3)
+            s["seconds"] = round(s["seconds"], 3)
+        return out
+
+    def result(self) -> str:
+        if self.exitstatus is None:
+            return "interrupted"
+        return "passed" if self.exitstatus == 0 else "failed"
+
+    # ------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        stack = self.stack.public_dict() if self.stack is not None else None
+        for name, secs in self.suites().items():
+            self.phases[f"suite:{name}"] = secs["wall"]
+        return {
+            "run_id": self.run_id,
+            "scenario": {"name": self.scenario.name, "file": self.scenario.source, "suites": list(self.scenario.suites)},
+            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.started)),
+            "exitstatus": self.exitstatus,
+            "result": self.result(),
+            "stack_error": self.stack_error,
+            "notes": self.notes,
+            "stack": stack,
+            "phases": self.phases,
+            "suites": self.suites(),
+            "tests": [t.__dict__ for t in sorted(self.tests.values(), key=lambda t: t.nodeid)],
+        }
+
+    def write(self, *, allure_html: bool = True) -> Path:
+        from labgate.report import summary
+
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        self._write_allure_environment()
+        if allure_html:
+            t0 = time.monotonic()
+            note = generate_allure_html(self.report_dir)
+            self.phase("allure-html", time.monotonic() - t0)
+            if note:
+                self.notes.append(note)
+        data = self.to_dict()
+        peer = self.report_dir / "peer-conformance.json"
+        if peer.exists():
+            data["peer"] = json.loads(peer.read_text())
+        text = redact.redact(json.dumps(data, indent=2, default=str))
+        (self.report_dir / "summary.json").write_text(text)
+        (self.report_dir / "index.html").write_text(summary.render(json.loads(text)))
+        return self.report_dir / "index.html"
+
+    def _write_allure_environment(self) -> None:
+        results = self.report_dir / "allure-results"
+        if self.stack is None or not results.exists():
+            return
+        lines = [f"{k}={v}" for k, v in self.stack.fingerprint().items()]
+        (results / "environment.properties").write_text(redact.redact("\n".join(lines) + "\n"))
+
+
+def generate_allure_html(report_dir: Path) -> str:
+    """Build the Allure HTML report offline with the kept generator; returns a note if it could not."""
+    from labgate import toolchain
+
+    results = report_dir / "allure-results"
+    if not results.exists():
+        return "Allure HTML not generated: no allure-results (is allure-pytest installed?)"
+    tool = toolchain.resolve("allure")
+    if not tool.available:
+        return f"Allure HTML not generated: {tool.reason}"
+    out = report_dir / "allure-report"
+    shutil.rmtree(out, ignore_errors=True)
+    env = {**os.environ, "ALLURE_NO_ANALYTICS": "1", "NO_COLOR": "1"}
+    try:
+        proc = subprocess.run([tool.path, "generate", str(results), "-o", str(out)], capture_output=True, text=True, timeout=300, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"Allure HTML not generated: {exc}"
+    if proc.returncode != 0 or not (out / "index.html").exists():
+        return f"Allure HTML not generated: allure exited {proc.returncode}: {redact.redact((proc.stderr or proc.stdout)[-300:])}"
+    strip_analytics(out / "index.html")
+    return ""
+
+
+def strip_analytics(index: Path) -> None:
+    """Allure 3's page references Google Tag Manager; a reviewer's browser must not call out."""
+    import re
+
+    text = index.read_text()
+    text = re.sub(r"<script[^>]*googletagmanager[^>]*>\s*</script>", "", text)
+    text = re.sub(r"<script>[^<]*(gtag|dataLayer)[^<]*</script>", "", text)
+    index.write_text(text)

@@ -1,0 +1,126 @@
+"""labgate's own summary page: one self-contained HTML file per run (no script, no external asset)."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+VERDICTS = ("pass", "fail", "warn", "unsupported", "known", "skip", "error")
+COLORS = {
+    "pass": "#1a7f37", "fail": "#cf222e", "warn": "#bf8700", "unsupported": "#6e7781",
+    "known": "#8250df", "skip": "#57606a", "error": "#a40e26", "passed": "#1a7f37", "failed": "#cf222e",
+    "interrupted": "#bf8700", "agree": "#1a7f37", "disagree": "#cf222e",
+}
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
+header{background:#24292f;color:#fff;padding:16px 28px}
+header h1{margin:0;font-size:20px} header .meta{opacity:.8;font-size:13px;margin-top:4px}
+main{padding:8px 28px 40px;max-width:1300px}
+section{background:#fff;border:1px solid #d0d7de;border-radius:8px;margin:16px 0;padding:12px 18px}
+h2{font-size:16px;margin:6px 0 10px}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eaeef2;vertical-align:top}
+th{background:#f6f8fa;font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px;font-weight:600}
+.big{font-size:15px;padding:3px 12px}
+code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;background:#f6f8fa;padding:1px 4px;border-radius:4px}
+.note{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:8px 12px;margin:6px 0}
+.bar{display:inline-block;height:10px;background:#0969da;border-radius:2px;vertical-align:middle}
+.muted{color:#57606a}
+a{color:#0969da}
+"""
+
+
+def _b(verdict: str, big: bool = False) -> str:
+    color = COLORS.get(verdict, "#57606a")
+    return f'<span class="badge{" big" if big else ""}" style="background:{color}">{escape(verdict)}</span>'
+
+
+def _secs(v: Any) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return ""
+    return f"{f * 1000:.0f} ms" if f < 1 else f"{f:.2f} s"
+
+
+def _table(headers: list[str], rows: list[list[str]], num_cols: tuple[int, ...] = ()) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{c}</td>' if i in num_cols else f"<td>{c}</td>" for i, c in enumerate(r)) + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render(d: dict[str, Any]) -> str:
+    stack = d.get("stack") or {}
+    parts: list[str] = []
+    result = d.get("result", "failed")
+    parts.append(
+        f"<header><h1>labgate run {escape(d['run_id'])} {_b(result, True)}</h1>"
+        f"<div class=meta>scenario <b>{escape(d['scenario']['name'])}</b> ({escape(d['scenario']['file'])}) · "
+        f"provider {escape(str(stack.get('provider', '?')))} · arch {escape(str(stack.get('arch', '?')))} · "
+        f"registry <b>{escape(str(stack.get('registry_kind') or '-'))}</b> · started {escape(d['started'])} · exit status {escape(str(d.get('exitstatus')))}</div></header><main>"
+    )
+    notes = list(d.get("notes") or [])
+    if d.get("stack_error"):
+        notes.insert(0, "the stack did not start: " + d["stack_error"])
+    for n in notes:
+        parts.append(f'<div class="note">{escape(n)}</div>')
+
+    links = ['<a href="allure-report/index.html">Allure report</a>', '<a href="junit.xml">JUnit XML</a>',
+             '<a href="summary.json">summary.json</a>', '<a href="logs/">component logs (redacted)</a>']
+    parts.append(f"<section><h2>Artifacts</h2>{' · '.join(links)}</section>")
+
+    # verdicts per suite
+    rows = []
+    for name, s in sorted((d.get("suites") or {}).items()):
+        c = s["counts"]
+        rows.append([f"<b>{escape(name)}</b>"] + [str(c.get(v, 0)) if c.get(v) else '<span class="muted">0</span>' for v in VERDICTS]
+                    + [_secs(s["wall"])])
+    parts.append("<section><h2>Verdicts per suite</h2>" + _table(["suite", *VERDICTS, "suite time"], rows, tuple(range(1, 9)))
+                 + '<p class="muted">pass · fail = a MUST broken · warn = a SHOULD broken · unsupported = an optional feature the system answers as unsupported · known = a strict expected failure with its reference · skip = not run, with reason and fix · error = the harness or infrastructure broke</p></section>')
+
+    # components
+    rows = []
+    for c in stack.get("components") or []:
+        rows.append([escape(c["name"]), escape(c["kind"]), f"<code>{escape(c['version'])}</code>", escape(c.get("reported_version") or ""),
+                     escape(c["source"]), f"<code>{escape(c['path'])}</code>", _secs(c.get("start_seconds"))])
+    for name, why in (stack.get("skipped_components") or {}).items():
+        rows.append([escape(name), "", "", "", "<b>not available</b>", escape(why), ""])
+    parts.append("<section><h2>Components</h2>" + _table(["role", "kind", "pinned version", "reports", "source", "path / reason", "warm start"], rows, (6,)) + "</section>")
+
+    # timings
+    phases = d.get("phases") or {}
+    top = max([float(v) for v in phases.values()] + [0.001])
+    rows = [[escape(k), _secs(v), f'<span class="bar" style="width:{max(2, int(300 * float(v) / top))}px"></span>'] for k, v in phases.items()]
+    parts.append("<section><h2>Timings per phase</h2>" + _table(["phase", "time", ""], rows, (1,)) + "</section>")
+
+    # peer cross-check
+    peer = d.get("peer")
+    if peer:
+        rows = []
+        for a in peer.get("areas", []):
+            rows.append([escape(a["area"]), _b(a["labgate"]), escape(a.get("labgate_detail", "")), _b(a["official"]),
+                         escape(a.get("official_detail", "")), _b("agree" if a["agree"] else "disagree")])
+        parts.append(
+            "<section><h2>Peer cross-check: labgate vs the official OCI conformance program</h2>"
+            f"<p>registry <b>{escape(peer.get('registry', ''))}</b> · official program <code>{escape(peer.get('official_version', ''))}</code> · "
+            f"labgate wall time {_secs(peer.get('labgate_seconds'))} · official wall time {_secs(peer.get('official_seconds'))}</p>"
+            + _table(["area", "labgate", "labgate detail", "official", "official detail", ""], rows) + "</section>"
+        )
+
+    # skips and non-passing
+    tests = d.get("tests") or []
+    skipped = [t for t in tests if t["verdict"] in ("skip", "unsupported", "known")]
+    if skipped:
+        rows = [[escape(t["nodeid"]), _b(t["verdict"]), escape(t["message"])] for t in skipped]
+        parts.append("<section><h2>Skipped, unsupported and known (each with its reason)</h2>" + _table(["test", "verdict", "reason and fix"], rows) + "</section>")
+
+    rows = [[escape(t["nodeid"]), _b(t["verdict"]), escape(t.get("area") or ""), escape(t.get("spec") or ""), _secs(t["duration"]), escape(t["message"])] for t in tests]
+    parts.append("<section><h2>All results</h2>" + _table(["test", "verdict", "area", "spec clause", "time", "message"], rows, (4,)) + "</section>")
+    parts.append("</main>")
+    return f"<!doctype html><html lang=en><head><meta charset=utf-8><title>labgate {escape(d['run_id'])}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"

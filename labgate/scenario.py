@@ -1,0 +1,264 @@
+"""Scenario files: what stack to stand up and which suites to run.
+
+A scenario is plain YAML data validated on load. Every problem is reported as one line naming the
+file and the field path, for example::
+
+    scenarios/x.yaml: components.registry.version: expected a string
+
+and the CLI and the pytest plugin exit with code 2 before anything is started.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from labgate.errors import ScenarioError
+
+SUITES = ("oci", "oidc", "access", "admission", "rotation")
+PROVIDERS = ("local", "kind", "k3d", "existing")
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RegistryComponent(_Strict):
+    """The OCI registry under test."""
+
+    kind: Literal["auto", "zot", "distribution"] = "auto"
+    version: str | None = Field(default=None, description="pinned version; the toolchain's pin when omitted")
+
+    @field_validator("version")
+    @classmethod
+    def _non_empty(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class ToolComponent(_Strict):
+    """A helper program the suites drive (the official conformance program)."""
+
+    version: str | None = None
+
+
+class Components(_Strict):
+    registry: RegistryComponent = RegistryComponent()
+    conformance: ToolComponent = ToolComponent()
+
+
+class Robot(_Strict):
+    """A CI robot: an htpasswd account with a password generated per run."""
+
+    name: str
+    groups: list[str] = []
+
+
+class Human(_Strict):
+    """A person who logs in through the identity provider."""
+
+    name: str
+    email: str | None = None
+    groups: list[str] = []
+
+
+class Identities(_Strict):
+    groups: list[str] = []
+    robots: list[Robot] = []
+    humans: list[Human] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Identities":
+        seen: set[str] = set()
+        for kind, people in (("robots", self.robots), ("humans", self.humans)):
+            for i, who in enumerate(people):
+                if not NAME_RE.match(who.name):
+                    raise ValueError(f"{kind}[{i}].name: {who.name!r} is not a valid account name (lower-case letters, digits, . _ -)")
+                if who.name in seen:
+                    raise ValueError(f"{kind}[{i}].name: {who.name!r} is declared twice")
+                seen.add(who.name)
+                for g in who.groups:
+                    if g not in self.groups:
+                        raise ValueError(f"{kind}[{i}].groups: group {g!r} is not declared in identities.groups")
+        return self
+
+
+Action = Literal["read", "create", "update", "delete"]
+
+
+class AccessPolicy(_Strict):
+    """Who may do what on which repositories (zot accessControl is rendered from these)."""
+
+    repositories: list[str]
+    users: list[str] = []
+    groups: list[str] = []
+    actions: list[Action]
+
+
+class Access(_Strict):
+    policies: list[AccessPolicy] = []
+    anonymous_read: list[str] = Field(default=[], description="repository globs anyone may read")
+
+
+class OciSuiteOptions(_Strict):
+    repository_prefix: str = "conformance"
+    large_index_manifests: int = Field(default=40, ge=2, le=1000)
+
+
+class SuiteOptions(_Strict):
+    oci: OciSuiteOptions = OciSuiteOptions()
+
+
+class Scenario(_Strict):
+    name: str
+    description: str | None = None
+    provider: Literal["local", "kind", "k3d", "existing"] = "local"
+    arch: Literal["auto", "amd64", "arm64"] = "auto"
+    components: Components = Components()
+    identities: Identities = Identities()
+    access: Access = Access()
+    suites: list[Literal["oci", "oidc", "access", "admission", "rotation"]] = ["oci"]
+    options: SuiteOptions = SuiteOptions()
+
+    # where the file came from; not part of the YAML
+    source: str = Field(default="<memory>", exclude=True)
+
+    @field_validator("suites")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        dup = sorted({s for s in v if v.count(s) > 1})
+        if dup:
+            raise ValueError(f"suite {dup[0]!r} is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _access_names(self) -> "Scenario":
+        names = {r.name for r in self.identities.robots} | {h.name for h in self.identities.humans}
+        for i, pol in enumerate(self.access.policies):
+            for u in pol.users:
+                if u not in names:
+                    raise ValueError(f"access.policies[{i}].users: {u!r} is not declared in identities")
+            for g in pol.groups:
+                if g not in self.identities.groups:
+                    raise ValueError(f"access.policies[{i}].groups: group {g!r} is not declared in identities.groups")
+            if not pol.users and not pol.groups:
+                raise ValueError(f"access.policies[{i}]: names neither users nor groups")
+        return self
+
+    def robot(self, name: str) -> Robot:
+        for r in self.identities.robots:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading and error formatting
+
+_TYPE_WORDS = {
+    "string_type": "expected a string",
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "bool_type": "expected true or false",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "missing": "required field is missing",
+    "greater_than_equal": None,
+    "less_than_equal": None,
+}
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that owns the last element of ``loc`` (for 'did you mean')."""
+    model: Any = Scenario
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", None)
+        if args:  # list[Robot] -> Robot
+            ann = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+        model = ann
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _describe(err: dict[str, Any]) -> tuple[str, str]:
+    loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc)
+        known = [k for k in (model.model_fields if model else {}) if k != "source"]
+        hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        msg = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else f" (known keys: {', '.join(known)})")
+        return _path(loc), msg
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return _path(loc), f"expected one of {expected} (got {err.get('input')!r})"
+    if kind == "value_error":
+        msg = str(err.get("ctx", {}).get("error", err["msg"]))
+        # validators may name a sub-path as "sub.path: message"
+        sub, sep, rest = msg.partition(": ")
+        if sep and re.match(r"^[a-z_]+(\[\d+\])?(\.[a-z_]+)?$", sub):
+            return _path(loc + (sub,)) if loc else sub, rest
+        return _path(loc), msg
+    word = _TYPE_WORDS.get(kind)
+    if word:
+        return _path(loc), word
+    return _path(loc), err["msg"][0].lower() + err["msg"][1:]
+
+
+def parse_scenario(data: Any, source: str = "<memory>") -> Scenario:
+    if data is None:
+        raise ScenarioError(f"{source}: the file is empty; expected a mapping with at least 'name'")
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    if "source" in data:
+        raise ScenarioError(f"{source}: source: unknown key")
+    try:
+        return Scenario.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        errors = exc.errors()
+        field, msg = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        raise ScenarioError(f"{source}: {field}: {msg}{more}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    p = Path(path)
+    shown = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(f"{shown}: no such scenario file", fix="pass an existing file, e.g. --scenario scenarios/local.yaml") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{shown}: cannot read the scenario file: {exc.__class__.__name__}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ScenarioError(f"{shown}: {where}YAML syntax error: {problem}") from None
+    return parse_scenario(data, shown)

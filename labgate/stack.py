@@ -1,0 +1,125 @@
+"""The stack: a plain, serialisable description of what the suites talk to.
+
+Suites see endpoints, identities with their credentials and capabilities; never provider internals.
+The state file holding it is written with mode 0600 (it carries the run's credentials) and is how
+pytest-xdist workers and ``labgate stack status|down`` attach to a running stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labgate import redact
+from labgate.errors import StackError
+
+
+@dataclass
+class ComponentState:
+    name: str  # role in the stack: registry, ...
+    kind: str  # zot | distribution | ...
+    version: str  # pinned version
+    source: str  # env | PATH | cache | apt | ...
+    path: str
+    reported_version: str = ""
+    pid: int = 0
+    ports: dict[str, int] = field(default_factory=dict)
+    url: str = ""
+    log: str = ""
+    start_seconds: float = 0.0
+
+
+@dataclass
+class Stack:
+    run_id: str
+    scenario: str
+    scenario_name: str
+    provider: str
+    arch: str
+    run_dir: str
+    report_dir: str
+    registry_kind: str = ""
+    registry_url: str = ""
+    credentials: dict[str, str] = field(default_factory=dict)  # account -> secret
+    capabilities: list[str] = field(default_factory=list)
+    components: list[ComponentState] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    skipped_components: dict[str, str] = field(default_factory=dict)  # name -> reason and fix
+    owner_pid: int = 0
+    state_file: str = ""
+
+    # ----------------------------------------------------------------------------------------
+    @property
+    def registry_host(self) -> str:
+        return self.registry_url.split("://", 1)[-1].rstrip("/")
+
+    def component(self, name: str) -> ComponentState:
+        for c in self.components:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def has(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    def password(self, account: str) -> str:
+        try:
+            return self.credentials[account]
+        except KeyError:
+            raise StackError(f"no credentials for {account!r} in this stack; declare it under identities in the scenario") from None
+
+    def fingerprint(self) -> dict[str, str]:
+        """Environment fingerprint carried by every report result, so matrix cells never merge."""
+        fp = {"provider": self.provider, "arch": self.arch, "scenario": self.scenario_name}
+        for c in self.components:
+            fp[c.name] = f"{c.kind} {c.reported_version or c.version} ({c.source})"
+        return fp
+
+    # ----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The stack without secrets, for reports."""
+        d = self.to_dict()
+        d["credentials"] = {k: "<redacted>" for k in self.credentials}
+        return json.loads(redact.redact(json.dumps(d)))
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file = str(p)
+        tmp = p.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.to_dict(), fh, indent=2)
+        os.chmod(tmp, 0o600)
+        tmp.replace(p)
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Stack":
+        p = Path(path)
+        try:
+            st = p.stat()
+            data = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise StackError(f"no stack state file at {p}", fix="start one with `labgate stack up` or run without --labgate-state") from None
+        except ValueError as exc:
+            raise StackError(f"stack state file {p} is not valid JSON: {exc}") from None
+        if st.st_mode & 0o077:
+            raise StackError(f"stack state file {p} is readable by others (mode {oct(st.st_mode & 0o777)})", fix=f"chmod 600 {p}")
+        comps = [ComponentState(**c) for c in data.pop("components", [])]
+        stack = cls(**data, components=comps)
+        for account, secret in stack.credentials.items():
+            redact.register(secret, f"{account}-credential")
+        return stack
+
+
+def host_arch() -> str:
+    m = platform.machine().lower()
+    return {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(m, m)

@@ -1,0 +1,56 @@
+"""nox sessions: e2e (the main job), tests (what CI runs), peer-conformance, benchmarks."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+SCENARIO = os.environ.get("LABGATE_SCENARIO", "scenarios/local.yaml")
+# Ctrl-C: give pytest time to tear the stack down before nox escalates to SIGTERM/SIGKILL
+STOP = {"interrupt_timeout": 120.0, "terminate_timeout": 60.0}
+# what the default local stack needs; the first run builds them, later runs reuse the cache
+COMPONENTS = ("distribution", "allure")
+
+
+def _install(session: nox.Session) -> None:
+    session.install("-e", ".")
+    session.run("labgate", "tools", "install", *COMPONENTS)
+
+
+def _workers() -> list[str]:
+    return ["-n", os.environ.get("LABGATE_WORKERS", "2")]
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """Stand up the default local stack, run every suite it supports, write reports/<run-id>/."""
+    _install(session)
+    session.run("pytest", "suites/", "--scenario", SCENARIO, *_workers(), *session.posargs, **STOP)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The harness's own tests, then an end-to-end run on the local stack."""
+    _install(session)
+    session.install("nox")
+    session.run("pytest", "tests/", *session.posargs, **STOP)
+    session.run("pytest", "suites/", "--scenario", SCENARIO, *_workers(), **STOP)
+
+
+@nox.session(name="peer-conformance")
+def peer_conformance(session: nox.Session) -> None:
+    """labgate's OCI suite and the official conformance program against the same registry."""
+    _install(session)
+    session.run("labgate", "tools", "install", "oci-conformance")
+    session.run("labgate", "peer", "--scenario", SCENARIO, *session.posargs, **STOP)
+
+
+@nox.session
+def benchmarks(session: nox.Session) -> None:
+    """Measure warm stack-up time per component and suite times; writes reports/benchmarks.json."""
+    _install(session)
+    session.run("python", "-m", "labgate.bench", "--scenario", SCENARIO, *session.posargs, **STOP)

@@ -1,0 +1,140 @@
+"""Unit tests: verdict classification, the summary page, known issues, the peer table."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+
+import pytest
+
+from labgate import peer, redact
+from labgate.report import known, summary
+from labgate.report.collect import RunRecorder, strip_analytics, suite_of
+from labgate.scenario import load_scenario
+from labgate.stack import ComponentState, Stack
+
+SC = load_scenario("scenarios/local.yaml")
+
+
+def rep(nodeid, when, outcome, longrepr=None, props=(), duration=0.1, **kw):
+    r = NS(nodeid=nodeid, when=when, outcome=outcome, passed=outcome == "passed", failed=outcome == "failed",
+           skipped=outcome == "skipped", longrepr=longrepr, user_properties=list(props), duration=duration, start=1.0, stop=2.0)
+    for k, v in kw.items():
+        setattr(r, k, v)
+    return r
+
+
+def recorder(tmp_path):
+    return RunRecorder(scenario=SC, report_dir=tmp_path, run_id="r1")
+
+
+def test_suite_of():
+    assert suite_of("suites/oci/test_pull.py::test_x") == "oci"
+    assert suite_of("tests/test_report.py::t") is None
+
+
+def test_verdicts(tmp_path):
+    rec = recorder(tmp_path)
+    n = "suites/oci/test_a.py::"
+    for r in [rep(n + "p", "setup", "passed"), rep(n + "p", "call", "passed", props=[("area", "pull")]),
+              rep(n + "f", "call", "failed", longrepr=NS(reprcrash=NS(message="AssertionError: 500 != 201"))),
+              rep(n + "s", "setup", "skipped", longrepr=("f", 1, "Skipped: zot binary not available: set ZOT_BIN")),
+              rep(n + "u", "call", "skipped", longrepr=("f", 1, "Skipped: unsupported (optional): no referrers API")),
+              rep(n + "w", "call", "passed", props=[("should", "no Link header")]),
+              rep(n + "k", "call", "skipped", wasxfail="known issue x: y (ref)"),
+              rep(n + "e", "setup", "failed", longrepr=NS(reprcrash=NS(message="ConnectionError")))]:
+        rec.add_report(r)
+    got = {t.nodeid.split("::")[1]: t.verdict for t in rec.tests.values()}
+    assert got == {"p": "pass", "f": "fail", "s": "skip", "u": "unsupported", "w": "warn", "k": "known", "e": "error"}
+    assert rec.tests[n + "s"].message == "zot binary not available: set ZOT_BIN"
+    assert rec.e2e_verdict() is None
+
+
+def test_all_e2e_skipped_is_a_failure(tmp_path):
+    rec = recorder(tmp_path)
+    rec.add_report(rep("suites/oci/test_a.py::x", "setup", "skipped", longrepr=("f", 1, "Skipped: why (fix: how)")))
+    assert "every end-to-end test skipped" in rec.e2e_verdict()
+
+
+def test_no_e2e_test_is_a_failure(tmp_path):
+    assert "no end-to-end test ran" in recorder(tmp_path).e2e_verdict()
+
+
+def _stack():
+    return Stack(run_id="r1", scenario="scenarios/local.yaml", scenario_name="local", provider="local", arch="amd64",
+                 run_dir="/tmp/x", report_dir="/tmp/y", registry_kind="distribution", registry_url="http://127.0.0.1:1",
+                 credentials={"ci-robot": "hunter2-hunter2"},
+                 components=[ComponentState("registry", "distribution", "v3.1.2", "cache", "/c/registry", start_seconds=0.2)],
+                 skipped_components={"zot": "zot binary not available: set ZOT_BIN"})
+
+
+def test_summary_page_shows_skips_components_and_timings(tmp_path):
+    rec = recorder(tmp_path)
+    rec.stack = _stack()
+    redact.register("hunter2-hunter2", "ci-robot-password")
+    rec.phase("toolchain", 0.5)
+    rec.add_report(rep("suites/oci/test_a.py::x", "setup", "skipped", longrepr=("f", 1, "Skipped: zot binary not available: set ZOT_BIN")))
+    rec.add_report(rep("suites/oci/test_a.py::y", "call", "passed"))
+    rec.exitstatus = 0
+    rec.write(allure_html=False)
+    html = (tmp_path / "index.html").read_text()
+    for needle in ("zot binary not available: set ZOT_BIN", "distribution", "v3.1.2", "toolchain", "suite:oci", "Verdicts per suite"):
+        assert needle in html
+    assert "hunter2-hunter2" not in html + (tmp_path / "summary.json").read_text()
+    assert "<script" not in html
+
+
+def test_strip_analytics(tmp_path):
+    f = tmp_path / "index.html"
+    f.write_text('<html><script async src="https://www.googletagmanager.com/gtag/js?id=G-1"></script><script>window.dataLayer=[];function gtag(){}</script><script src="app.js"></script></html>')
+    strip_analytics(f)
+    assert "googletagmanager" not in f.read_text() and "app.js" in f.read_text()
+
+
+def test_known_issue_marks_are_strict(tmp_path):
+    f = tmp_path / "k.yaml"
+    f.write_text("- id: d1\n  match: {registry: distribution}\n  tests: ['suites/oci/test_c.py::test_sha512_*']\n  reason: r\n  reference: ref\n")
+    entries = known.load(str(f))
+    assert known.applies(entries[0], "suites/oci/test_c.py::test_sha512_blob", {"registry": "distribution"})
+    assert not known.applies(entries[0], "suites/oci/test_c.py::test_sha512_blob", {"registry": "zot"})
+
+
+def test_known_issues_file_is_validated(tmp_path):
+    from labgate.errors import ScenarioError
+
+    f = tmp_path / "k.yaml"
+    f.write_text("- id: d1\n  tests: [x]\n  reason: r\n")
+    with pytest.raises(ScenarioError, match=r"\[0\]\.reference: required field is missing"):
+        known.load(str(f))
+
+
+def test_shipped_known_issues_file_loads():
+    known.load()
+
+
+@pytest.mark.parametrize("name,area", [
+    ("OCI Conformance Test/sha512 blobs/post+put/blob-post-put", "sha512"),
+    ("OCI Conformance Test/empty/referrers", "referrers"),
+    ("OCI Conformance Test/artifacts-with-subject/push/manifest-by-digest", "referrers"),
+    ("OCI Conformance Test/artifacts-with-subject/pull/blob-get", "pull"),
+    ("OCI Conformance Test/image/tag-list", "tag list"),
+    ("OCI Conformance Test/image/delete/manifest-delete", "management"),
+    ("OCI Conformance Test/sha256 blobs/post+put/blob-delete", "management"),
+    ("OCI Conformance Test/missing-manifest/by-digest", "error codes"),
+    ("OCI Conformance Test/sha256 blobs/get-missing", "error codes"),
+    ("OCI Conformance Test/image/head/manifest-head-by-tag", "pull"),
+    ("OCI Conformance Test/sha256 blobs/range requests/range 500-", "pull"),
+    ("OCI Conformance Test/sha256 blobs/chunked single/blob-patch-chunked", "push"),
+    ("OCI Conformance Test/ping", None),
+])
+def test_official_area_mapping(name, area):
+    assert peer.official_area(name) == area
+
+
+def test_compare_agrees_on_absent_referrers():
+    lab = {a: {"verdict": "pass", "detail": ""} for a in peer.AREAS}
+    off = {a: {"verdict": "pass", "detail": ""} for a in peer.AREAS}
+    lab["referrers"] = {"verdict": "unsupported", "detail": "2 unsupported"}
+    off["referrers"] = {"verdict": "unsupported", "detail": "no referrers API"}
+    off["push"] = {"verdict": "fail", "detail": "1 failed"}
+    rows = {r["area"]: r for r in peer.compare(lab, off)}
+    assert rows["referrers"]["agree"] and not rows["push"]["agree"]

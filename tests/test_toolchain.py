@@ -1,0 +1,99 @@
+"""Unit tests: how a component binary is found (fakes only: no build runs here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from labgate import toolchain
+import importlib
+
+res = importlib.import_module("labgate.toolchain.resolve")
+from labgate.toolchain.wrapper import staging_replaces
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABGATE_CACHE", str(tmp_path / "cache"))
+    for t in toolchain.TOOLS.values():
+        monkeypatch.delenv(t.env, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+    return tmp_path / "cache"
+
+
+def _exe(path, text="#!/bin/sh\necho fake 1.2.3\n"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_env_var_wins(cache, tmp_path, monkeypatch):
+    fake = _exe(tmp_path / "bin" / "zot")
+    monkeypatch.setenv("ZOT_BIN", str(fake))
+    r = toolchain.resolve("zot")
+    assert (r.available, r.source, r.path, r.reported_version) == (True, "env", str(fake), "fake 1.2.3")
+
+
+def test_env_var_pointing_nowhere_says_how_to_fix(cache, monkeypatch):
+    monkeypatch.setenv("ZOT_BIN", "/nonexistent/zot")
+    r = toolchain.resolve("zot")
+    assert not r.available
+    assert "ZOT_BIN=/nonexistent/zot is not an executable file" in r.reason
+    assert "point ZOT_BIN at the zot binary" in r.reason
+
+
+def test_zot_without_binary_gives_the_exact_reason(cache):
+    r = toolchain.resolve("zot")
+    assert not r.available
+    assert r.reason.startswith("zot binary not available: set ZOT_BIN")
+
+
+def test_path_before_cache(cache, tmp_path, monkeypatch):
+    _exe(tmp_path / "empty-path" / "registry")
+    d = cache / "tools" / "distribution" / "v3.1.2"
+    cached = _exe(d / "bin" / "registry")
+    (d / "tool.json").write_text(json.dumps({"path": str(cached), "method": "go"}))
+    r = toolchain.resolve("distribution")
+    assert r.source == "PATH"
+
+
+def test_cache_is_used_and_install_builds_nothing(cache, monkeypatch):
+    d = cache / "tools" / "oci-conformance" / toolchain.TOOLS["oci-conformance"].version
+    cached = _exe(d / "bin" / "conformance")
+    (d / "tool.json").write_text(json.dumps({"path": str(cached), "method": "go", "detail": "go install"}))
+    monkeypatch.setattr(res, "_go_install", lambda *a: pytest.fail("a cached component must not be rebuilt"))
+    r = toolchain.install("oci-conformance")
+    assert (r.available, r.source, r.path) == (True, "cache", str(cached))
+
+
+def test_refused_module_is_reported_in_the_registrys_words(cache, monkeypatch):
+    out = (
+        "go: downloading x\n"
+        "go: github.com/pocket-id/pocket-id/backend@v0.0.0-1: reading https://proxy.golang.org/github.com/pocket-id/pocket-id/backend/@v/v0.0.0-1.info: 403 Forbidden\n"
+        "\tserver response: This module version is not available.\n"
+    )
+    assert "403 Forbidden server response: This module version is not available." in res._refusal(out)
+
+
+def test_failed_install_records_reason_for_status(cache, monkeypatch):
+    monkeypatch.setattr(res, "_go_install", lambda t, m, log: (False, "go install x@v1 failed: 403 Forbidden"))
+    r = toolchain.install("oci-conformance")
+    assert not r.available and "403 Forbidden" in r.reason
+    assert "403 Forbidden" in toolchain.resolve("oci-conformance").reason
+
+
+def test_every_component_listed_with_version(cache):
+    rows = toolchain.resolve_all()
+    assert [r.name for r in rows] == list(toolchain.TOOLS)
+    for r in rows:
+        assert r.version
+        assert r.available or r.reason
+
+
+def test_staging_replaces_maps_v0_requirements():
+    gomod = "module k8s.io/kubernetes\nrequire (\n\tk8s.io/api v0.0.0\n\tk8s.io/klog/v2 v2.130.1\n\tk8s.io/client-go v0.0.0\n)\n"
+    assert staging_replaces(gomod, "v0.36.3") == ["k8s.io/api=k8s.io/api@v0.36.3", "k8s.io/client-go=k8s.io/client-go@v0.36.3"]
