@@ -44,7 +44,7 @@ class Stack:
     report_dir: str
     registry_kind: str = ""
     registry_url: str = ""
-    credentials: dict[str, str] = field(default_factory=dict)  # account -> secret
+    credentials: dict[str, str] = field(default_factory=dict, repr=False)  # account or label -> secret
     capabilities: list[str] = field(default_factory=list)
     components: list[ComponentState] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)

@@ -75,13 +75,17 @@ def _show_body(body: Any, headers: Any) -> str:
 @dataclass
 class OciClient:
     base_url: str
-    auth: tuple[str, str] | None = None
-    timeout: float = 30.0
-    exchanges: list[Exchange] = field(default_factory=list)
-    session: requests.Session = field(default_factory=requests.Session)
+    auth: tuple[str, str] | None = field(default=None, repr=False)
+    timeout: float = field(default=30.0, repr=False)
+    exchanges: list[Exchange] = field(default_factory=list, repr=False)
+    session: requests.Session = field(default_factory=requests.Session, repr=False)
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
+
+    def __repr__(self) -> str:  # never the password: test failures print reprs
+        who = self.auth[0] if self.auth else "anonymous"
+        return f"OciClient({self.base_url!r} as {who})"
 
     # ------------------------------------------------------------------------------------------
     def as_user(self, auth: tuple[str, str] | None) -> "OciClient":

@@ -86,7 +86,7 @@ def _from_cache(t: Tool) -> Resolved | None:
             return Resolved(t.name, t.version, True, "apt", path, meta.get("reported_version", ""), detail=meta.get("detail", ""))
         return None
     if _executable(path):
-        return Resolved(t.name, t.version, True, "cache", path, meta.get("reported_version", ""), detail=meta.get("detail", ""))
+        return Resolved(t.name, t.version, True, "cache", path, _probe_version(path, t.version_args), detail=meta.get("detail", ""))
     return None
 
 

@@ -1,0 +1,202 @@
+"""Integration tests of the harness itself: real component processes, real signals.
+
+They prove teardown (no process, no listening port, no run directory left) after `labgate stack
+down`, and after Ctrl-C / SIGTERM delivered during stack start-up and during a suite, including
+SIGINT to `nox -s e2e` itself; and that no secret a run generated reaches its artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from labgate import toolchain
+from labgate.process import listening_ports, pid_alive, wait_until
+from labgate.stack import Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def registry_binary():
+    r = toolchain.resolve("distribution")
+    if not r.available:
+        pytest.skip(f"distribution registry not available: {r.reason} (fix: labgate tools install distribution)")
+
+
+def _leftovers(run_id: str) -> list[str]:
+    """Processes whose command line mentions this run's private directory."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == os.getpid():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"labgate-{run_id}-" in cmd and pid_alive(int(p.name)):
+            out.append(f"{p.name}: {cmd[:200]}")
+    return out
+
+
+def _assert_clean(run_id: str, pids: list[int], ports: list[int]) -> None:
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=20, what="stack processes to exit")
+    assert not _leftovers(run_id), _leftovers(run_id)
+    still = set(ports) & listening_ports()
+    assert not still, f"ports still listening: {sorted(still)}"
+    assert not list(Path("/tmp").glob(f"labgate-{run_id}-*")), "the private run directory must be removed"
+
+
+def _env(tmp_path: Path, run_id: str, hold: str | None = None) -> dict[str, str]:
+    env = {**os.environ, "LABGATE_RUN_ID": run_id, "LABGATE_CHECKPOINT_DIR": str(tmp_path / "cp")}
+    if hold:
+        env["LABGATE_CHECKPOINT_HOLD"] = hold
+        env["LABGATE_CHECKPOINT_HOLD_SECONDS"] = "300"
+    env.pop("LABGATE_STATE", None)
+    return env
+
+
+def _checkpoint(tmp_path: Path, phase: str, proc: subprocess.Popen, timeout: float) -> dict:
+    f = tmp_path / "cp" / f"{phase}.json"
+
+    def ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (code {proc.returncode}) before reaching {phase}")
+        return f.exists()
+
+    wait_until(ready, timeout=timeout, what=f"checkpoint {phase}", interval=0.2)
+    return json.loads(f.read_text())
+
+
+def _interrupt(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 180) -> None:
+    """Deliver the signal to the whole foreground process group, as a terminal's Ctrl-C does."""
+    os.killpg(proc.pid, sig)
+    proc.wait(timeout=timeout)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def test_stack_up_status_down_leaves_nothing(tmp_path):
+    reports = tmp_path / "reports"
+    cli = [sys.executable, "-m", "labgate.cli"]
+    up = subprocess.run([*cli, "stack", "up", "--reports", str(reports)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stderr
+    state = re.search(r"state file: (\S+)", up.stdout).group(1)
+    assert os.stat(state).st_mode & 0o777 == 0o600
+    stack = Stack.load(state)
+    c = stack.component("registry")
+    assert pid_alive(c.pid) and c.ports["http"] in listening_ports()
+    st = subprocess.run([*cli, "stack", "status"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert st.returncode == 0 and "running" in st.stdout
+    down = subprocess.run([*cli, "stack", "down"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    _assert_clean(stack.run_id, [c.pid], list(c.ports.values()))
+    log = (reports / stack.run_id / "logs" / "registry.log").read_text()
+    assert log, "the component's output is kept, redacted"
+    for secret in stack.credentials.values():
+        assert secret not in log
+
+
+def test_missing_binary_gives_the_fix_and_starts_nothing(tmp_path):
+    sc = tmp_path / "zot.yaml"
+    sc.write_text("name: zot-only\ncomponents:\n  registry:\n    kind: zot\nsuites: [oci]\n")
+    env = {k: v for k, v in os.environ.items() if k != "ZOT_BIN"}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "zot").exists())
+    run_id = "missing-" + uuid.uuid4().hex[:6]
+    proc = subprocess.run([sys.executable, "-m", "labgate.cli", "stack", "up", "--scenario", str(sc), "--reports", str(tmp_path / "r")],
+                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 4
+    assert "zot binary not available: set ZOT_BIN" in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert not _leftovers(run_id)
+
+
+@pytest.mark.parametrize("hold", ["component-started-registry", "suite-started-oci"])
+def test_sigterm_to_pytest_tears_down(tmp_path, hold):
+    run_id = "term-" + uuid.uuid4().hex[:6]
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "suites/oci", "--scenario", "scenarios/local.yaml", "-q",
+                             "--labgate-reports", str(tmp_path / "r"), "--labgate-no-html"],
+                            cwd=ROOT, env=_env(tmp_path, run_id, hold), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    info = _checkpoint(tmp_path, hold, proc, timeout=300)
+    stack = _checkpoint(tmp_path, "component-started-registry", proc, timeout=5)
+    os.kill(proc.pid, signal.SIGTERM)  # SIGTERM goes to pytest alone, not the group
+    proc.wait(timeout=120)
+    assert proc.returncode != 0
+    _assert_clean(run_id, [stack["pid"]], stack["ports"])
+    assert info["phase"] == hold
+
+
+def _nox_e2e(tmp_path: Path, run_id: str, hold: str) -> tuple[subprocess.Popen, Path]:
+    if not shutil.which("nox") and subprocess.run([sys.executable, "-m", "nox", "--version"], capture_output=True).returncode:
+        pytest.skip("nox is not installed (fix: pip install nox)")
+    out = tmp_path / "nox.out"
+    env = _env(tmp_path, run_id, hold)
+    env["LABGATE_WORKERS"] = "2"
+    proc = subprocess.Popen([sys.executable, "-m", "nox", "-R", "-s", "e2e", "--", "--labgate-no-html",
+                             "--labgate-reports", str(tmp_path / "r")],
+                            cwd=ROOT, env=env, start_new_session=True, stdout=open(out, "w"), stderr=subprocess.STDOUT)
+    return proc, out
+
+
+@pytest.mark.parametrize("hold", ["component-started-registry", "suite-started-oci"])
+def test_ctrl_c_to_nox_e2e_leaves_no_process_and_no_port(tmp_path, hold):
+    """SIGINT to `nox -s e2e` (its whole process group, like a terminal's Ctrl-C) during stack
+    start-up and during a suite: the stack is torn down completely."""
+    run_id = "int-" + uuid.uuid4().hex[:6]
+    proc, out = _nox_e2e(tmp_path, run_id, hold)
+    try:
+        _checkpoint(tmp_path, hold, proc, timeout=900)  # a first nox run creates its virtualenv
+        started = _checkpoint(tmp_path, "component-started-registry", proc, timeout=5)
+        _interrupt(proc, signal.SIGINT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0, out.read_text()[-2000:]
+    _assert_clean(run_id, [started["pid"]], started["ports"])
+    assert "interrupted" in out.read_text().lower()
+
+
+def test_no_secret_reaches_any_artifact(tmp_path):
+    """A full attached run: every secret the run generated is absent from every artifact."""
+    reports = tmp_path / "reports"
+    cli = [sys.executable, "-m", "labgate.cli"]
+    up = subprocess.run([*cli, "stack", "up", "--reports", str(reports)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stderr
+    state = re.search(r"state file: (\S+)", up.stdout).group(1)
+    stack = Stack.load(state)
+    try:
+        run = subprocess.run([sys.executable, "-m", "pytest", "suites/oci", "-q", "--labgate-state", state,
+                              "--labgate-run-id", stack.run_id, "--labgate-reports", str(reports)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=900)
+    finally:
+        subprocess.run([*cli, "stack", "down", "--state", state], cwd=ROOT, capture_output=True, timeout=120)
+    assert "reports written" in run.stderr, run.stderr[-2000:]
+    import base64
+
+    secrets = {}
+    for label, value in stack.credentials.items():
+        secrets[label] = value
+        secrets[label + " (base64)"] = base64.b64encode(value.encode()).decode().rstrip("=")
+        secrets[label + " (basic)"] = base64.b64encode(f"{label}:{value}".encode()).decode().rstrip("=")
+    files = [p for p in (reports / stack.run_id).rglob("*") if p.is_file()]
+    assert any(p.name.endswith("-attachment.txt") for p in files), "the run attached HTTP exchange logs"
+    redacted_markers = 0
+    for p in files:
+        data = p.read_bytes().decode("utf-8", errors="replace")
+        redacted_markers += data.count("<redacted")
+        for label, value in secrets.items():
+            assert value not in data, f"{label} leaked into {p.relative_to(reports)}"
+    assert redacted_markers > 0, "the exchange logs carried credentials, redacted at the source"
