@@ -95,5 +95,6 @@ def test_every_component_listed_with_version(cache):
 
 
 def test_staging_replaces_maps_v0_requirements():
-    gomod = "module k8s.io/kubernetes\nrequire (\n\tk8s.io/api v0.0.0\n\tk8s.io/klog/v2 v2.130.1\n\tk8s.io/client-go v0.0.0\n)\n"
+    gomod = ("module k8s.io/kubernetes\nrequire (\n\tk8s.io/api v0.0.0\n\tk8s.io/klog/v2 v2.130.1\n\tk8s.io/client-go v0.0.0\n"
+             "\tk8s.io/kube-openapi v0.0.0-20250710124328-f3f2b991d03b\n)\n")
     assert staging_replaces(gomod, "v0.36.3") == ["k8s.io/api=k8s.io/api@v0.36.3", "k8s.io/client-go=k8s.io/client-go@v0.36.3"]

@@ -7,6 +7,7 @@ red, so the entry is removed rather than silently kept. File: suites/known-issue
 from __future__ import annotations
 
 import fnmatch
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import yaml
 from labgate.errors import ScenarioError
 
 KNOWN_FILE = Path(__file__).resolve().parents[2] / "suites" / "known-issues.yaml"
-MATCH_KEYS = {"registry", "provider"}
+MATCH_KEYS = {"registry", "provider", "version"}
 ENTRY_KEYS = {"id", "match", "tests", "reason", "reference"}
 
 
@@ -45,14 +46,22 @@ def load(path: str = str(KNOWN_FILE)) -> tuple[dict[str, Any], ...]:
 
 
 def applies(entry: dict[str, Any], nodeid: str, facts: dict[str, str]) -> bool:
+    """``match.version`` is a regular expression searched in the registry's reported version;
+    the other keys compare equal."""
     for key, want in (entry.get("match") or {}).items():
-        if facts.get(key) != want:
+        if key == "version":
+            if not re.search(str(want), facts.get("version", "")):
+                return False
+        elif facts.get(key) != want:
             return False
     return any(fnmatch.fnmatchcase(nodeid, pat) for pat in entry["tests"])
 
 
 def marks_for(nodeid: str, stack: Any) -> list[pytest.MarkDecorator]:
     facts = {"registry": stack.registry_kind, "provider": stack.provider}
+    for c in stack.components:
+        if c.name == "registry":
+            facts["version"] = c.reported_version or c.version
     out = []
     for entry in load():
         if applies(entry, nodeid, facts):

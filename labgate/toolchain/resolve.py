@@ -63,7 +63,18 @@ def _probe_version(path: str, args: tuple[str, ...]) -> str:
         out = subprocess.run([path, *args], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return ""
-    text = (out.stdout or out.stderr).strip().splitlines()
+    raw = (out.stdout or out.stderr).strip()
+    if raw.startswith("{"):
+        try:
+            info = json.loads(raw.splitlines()[0])
+        except ValueError:
+            info = {}
+        if info.get("gitVersion"):  # cosign version --json
+            return str(info["gitVersion"])[:120]
+        if "distribution-spec" in info:  # zot --version logs one JSON line
+            rel = info.get("release") or info.get("commit") or "unknown"
+            return f"{rel} (distribution-spec {info['distribution-spec']})"[:120]
+    text = raw.splitlines()
     if not text:
         return ""
     first = text[0].split()

@@ -32,6 +32,8 @@ class GoWrapper:
     tags: str = ""
     # generate `replace X => X vN` for every `X v0.0.0` requirement of the module (k8s staging repos)
     staging_version: str = ""
+    # directories of the downloaded module to keep next to the binary (e.g. Kyverno's CRDs)
+    copy_dirs: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return f"wrapper module requiring {self.module}@{self.version}"
@@ -120,6 +122,74 @@ TOOLS: dict[str, Tool] = {
             version_args=(),
             methods=(GoInstall("github.com/opencontainers/distribution-spec/conformance", CONFORMANCE_VERSION),),
             unavailable="set OCI_CONFORMANCE_BIN",
+        ),
+        Tool(
+            name="cosign",
+            version="v3.1.2",
+            binary="cosign",
+            env="COSIGN_BIN",
+            purpose="the real cosign CLI: cross-checks the harness's signatures both ways",
+            path_names=("cosign",),
+            version_args=("version", "--json"),
+            methods=(
+                GoInstall(
+                    "github.com/sigstore/cosign/v3/cmd/cosign",
+                    "v3.1.2",
+                    ldflags="-X sigs.k8s.io/release-utils/version.gitVersion=v3.1.2",
+                ),
+            ),
+            unavailable="set COSIGN_BIN",
+        ),
+        Tool(
+            name="etcd",
+            version="v3.6.16",
+            binary="etcd",
+            env="ETCD_BIN",
+            purpose="the Kubernetes control plane's store",
+            path_names=(),
+            methods=(GoWrapper("go.etcd.io/etcd/server/v3", "v3.6.16", packages=("go.etcd.io/etcd/server/v3",)),),
+            unavailable="set ETCD_BIN (Debian's etcd 3.4.23 is too old for Kubernetes 1.36)",
+        ),
+        Tool(
+            name="kube-apiserver",
+            version="v1.36.3",
+            binary="kube-apiserver",
+            env="KUBE_APISERVER_BIN",
+            purpose="a real kube-apiserver: admission happens at the API",
+            path_names=("kube-apiserver",),
+            methods=(
+                GoWrapper(
+                    "k8s.io/kubernetes",
+                    "v1.36.3",
+                    packages=("k8s.io/kubernetes/cmd/kube-apiserver",),
+                    staging_version="v0.36.3",
+                    ldflags=" ".join(
+                        f"-X {pkg}.{k}={v}"
+                        for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+                        for k, v in (("gitVersion", "v1.36.3"), ("gitMajor", "1"), ("gitMinor", "36"), ("gitTreeState", "clean"))
+                    ),
+                ),
+            ),
+            unavailable="set KUBE_APISERVER_BIN",
+        ),
+        Tool(
+            name="kyverno",
+            version="v1.19.0",
+            binary="kyverno",
+            env="KYVERNO_BIN",
+            purpose="Kyverno's admission controller (verifyImages), run out of cluster",
+            methods=(
+                GoWrapper(
+                    "github.com/kyverno/kyverno",
+                    "v1.19.0",
+                    packages=("github.com/kyverno/kyverno/cmd/kyverno",),
+                    replaces=("k8s.io/pod-security-admission=github.com/kyverno/pod-security-admission@v0.0.0-20251031094455-46f20778634f",),
+                    ldflags="-X github.com/kyverno/kyverno/pkg/version.BuildVersion=v1.19.0",
+                    copy_dirs=("config/crds",),
+                ),
+            ),
+            version_args=(),
+            unavailable="set KYVERNO_BIN (and KYVERNO_CRDS to its config/crds directory)",
         ),
         Tool(
             name="allure",

@@ -19,8 +19,14 @@ from labgate.toolchain.specs import GoWrapper, Tool
 
 def staging_replaces(gomod_text: str, version: str) -> list[str]:
     """``k8s.io/X v0.0.0`` requirements mapped to ``k8s.io/X => k8s.io/X <version>``."""
-    found = sorted(set(re.findall(r"^\s*(?:require\s+)?(k8s\.io/[\w.-]+)\s+v0\.0\.0\b", gomod_text, re.M)))
+    found = sorted(set(re.findall(r"^\s*(?:require\s+)?(k8s\.io/[\w./-]+)\s+v0\.0\.0(?=\s|$)", gomod_text, re.M)))
     return [f"{mod}={mod}@{version}" for mod in found]
+
+
+def _last_json(log_tail: str) -> dict:
+    """The JSON object printed by the last command in an install log."""
+    last = log_tail[log_tail.rfind("\n$ ") + 1:]
+    return json.loads(last[last.find("{"):last.rfind("}") + 1])
 
 
 def build_wrapper(t: Tool, m: GoWrapper, tool_dir: Path, log: Path, run: Callable, refusal: Callable) -> tuple[bool, str]:
@@ -43,13 +49,13 @@ def build_wrapper(t: Tool, m: GoWrapper, tool_dir: Path, log: Path, run: Callabl
         code, out = go(f"download {m.module}@{m.version} to read its go.mod", "mod", "download", "-json", f"{m.module}@{m.version}")
         if code:
             return False, f"go mod download {m.module}@{m.version} refused: {refusal(out)}"
-        info = json.loads(out[out.find("{"):out.rfind("}") + 1])
+        info = _last_json(out)
         replaces += staging_replaces(Path(info["GoMod"]).read_text(), m.staging_version)
     for rep in replaces:
         code, out = go("wrapper: add replace", "mod", "edit", f"-replace={rep}")
         if code:
             return False, f"go mod edit -replace={rep} failed: {refusal(out)}"
-    code, out = go(f"require {m.module}@{m.version} (download)", "get", f"{m.module}@{m.version}", *m.extra_requires)
+    code, out = go(f"require {m.module}@{m.version} (download)", "get", *(f"{p}@{m.version}" for p in m.packages), *m.extra_requires)
     if code:
         return False, f"go get {m.module}@{m.version} refused: {refusal(out)}"
     # a file that imports the main packages keeps `go mod tidy`-style resolution honest
@@ -68,4 +74,16 @@ def build_wrapper(t: Tool, m: GoWrapper, tool_dir: Path, log: Path, run: Callabl
         code, out = go(f"go build {pkg}", *cmd, pkg)
         if code:
             return False, f"go build {pkg} failed: {refusal(out)}"
+    if m.copy_dirs:
+        code, out = go(f"locate {m.module}@{m.version}", "mod", "download", "-json", f"{m.module}@{m.version}")
+        if code:
+            return False, f"go mod download {m.module}@{m.version} failed: {refusal(out)}"
+        src = Path(_last_json(out)["Dir"])
+        for rel in m.copy_dirs:
+            dest = tool_dir / rel
+            if dest.exists():
+                shutil.rmtree(dest)
+            shutil.copytree(src / rel, dest)
+            for p in [dest, *dest.rglob("*")]:  # the module cache is read-only; our copy need not be
+                p.chmod(p.stat().st_mode | 0o200)
     return True, str(bindir / t.binary)
