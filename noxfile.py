@@ -13,7 +13,7 @@ SCENARIO = os.environ.get("LABGATE_SCENARIO", "scenarios/local.yaml")
 # Ctrl-C: give pytest time to tear the stack down before nox escalates to SIGTERM/SIGKILL
 STOP = {"interrupt_timeout": 120.0, "terminate_timeout": 60.0}
 # what the default local stack needs; the first run builds them, later runs reuse the cache
-COMPONENTS = ("distribution", "allure")
+COMPONENTS = ("distribution", "cosign", "etcd", "kube-apiserver", "kyverno", "allure")
 
 
 def _install(session: nox.Session) -> None:
@@ -22,7 +22,7 @@ def _install(session: nox.Session) -> None:
 
 
 def _workers() -> list[str]:
-    return ["-n", os.environ.get("LABGATE_WORKERS", "2")]
+    return ["-n", os.environ.get("LABGATE_WORKERS", "2"), "--dist", "loadgroup"]
 
 
 @nox.session

@@ -69,10 +69,8 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
     from labgate.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
-    if _pointer().exists():
-        old = _pointer().read_text().strip()
-        if Path(old).exists():
-            raise StackError(f"a stack is already up (state file {old})", fix="run `labgate stack down` first")
+    # several stacks may run side by side (each on its own free ports); the newest is the default
+    # for `stack status|down` without --state
     run_id = _new_run_id()
     report_dir = Path(args.reports) / run_id
     provider = get_provider(scenario, run_id=run_id, report_dir=str(report_dir), detached=True)

@@ -49,9 +49,25 @@ class ToolComponent(_Strict):
     version: str | None = None
 
 
+class KubernetesComponent(_Strict):
+    """etcd + kube-apiserver (no nodes: admission happens at the API)."""
+
+    version: str | None = None
+
+
+class AdmissionComponent(_Strict):
+    kind: Literal["kyverno"] = "kyverno"
+    version: str | None = None
+    pull_robot: str | None = Field(default=None, description="robot whose credentials Kyverno uses to read the registry")
+    cache_ttl: str = Field(default="30s", pattern=r"^\d+(s|m|h)$", description="imageVerifyCacheTTLDuration")
+
+
 class Components(_Strict):
     registry: RegistryComponent = RegistryComponent()
     conformance: ToolComponent = ToolComponent()
+    kubernetes: KubernetesComponent | None = None
+    admission: AdmissionComponent | None = None
+    signer: ToolComponent | None = None
 
 
 class Robot(_Strict):
@@ -137,6 +153,20 @@ class Scenario(_Strict):
         if dup:
             raise ValueError(f"suite {dup[0]!r} is listed twice")
         return v
+
+    @model_validator(mode="after")
+    def _suite_needs(self) -> "Scenario":
+        for suite in ("admission", "rotation"):
+            if suite in self.suites:
+                for comp in ("kubernetes", "admission"):
+                    if getattr(self.components, comp) is None:
+                        raise ValueError(f"suites: {suite!r} needs components.{comp} (add `{comp}: {{}}` under components)")
+        if self.components.admission is not None and self.components.kubernetes is None:
+            raise ValueError("components.admission: kyverno needs components.kubernetes")
+        adm = self.components.admission
+        if adm is not None and adm.pull_robot is not None and adm.pull_robot not in {r.name for r in self.identities.robots}:
+            raise ValueError(f"components.admission.pull_robot: {adm.pull_robot!r} is not a robot declared in identities.robots")
+        return self
 
     @model_validator(mode="after")
     def _access_names(self) -> "Scenario":

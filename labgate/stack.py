@@ -31,6 +31,8 @@ class ComponentState:
     url: str = ""
     log: str = ""
     start_seconds: float = 0.0
+    cmd: list[str] = field(default_factory=list)
+    health: str = ""  # URL that answers when the component is up (for restarts)
 
 
 @dataclass
@@ -45,6 +47,8 @@ class Stack:
     registry_kind: str = ""
     registry_url: str = ""
     credentials: dict[str, str] = field(default_factory=dict, repr=False)  # account or label -> secret
+    kubeconfig: str = ""
+    kube_url: str = ""
     capabilities: list[str] = field(default_factory=list)
     components: list[ComponentState] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)

@@ -98,9 +98,9 @@ def test_stack_up_status_down_leaves_nothing(tmp_path):
     stack = Stack.load(state)
     c = stack.component("registry")
     assert pid_alive(c.pid) and c.ports["http"] in listening_ports()
-    st = subprocess.run([*cli, "stack", "status"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    st = subprocess.run([*cli, "stack", "status", "--state", state], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert st.returncode == 0 and "running" in st.stdout
-    down = subprocess.run([*cli, "stack", "down"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    down = subprocess.run([*cli, "stack", "down", "--state", state], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stderr
     _assert_clean(stack.run_id, [c.pid], list(c.ports.values()))
     log = (reports / stack.run_id / "logs" / "registry.log").read_text()

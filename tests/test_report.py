@@ -138,3 +138,41 @@ def test_compare_agrees_on_absent_referrers():
     off["push"] = {"verdict": "fail", "detail": "1 failed"}
     rows = {r["area"]: r for r in peer.compare(lab, off)}
     assert rows["referrers"]["agree"] and not rows["push"]["agree"]
+
+
+TREE = """Test results
+OCI Conformance Test: FAIL
+  OCI Conformance Test/ping: Pass
+  OCI Conformance Test/empty: FAIL
+    OCI Conformance Test/empty/referrers: FAIL
+     - header value mismatch for "Content-Type", expected "application/vnd.oci.image.index.v1+json"
+unexpected status code, expected one of [200], received 404
+  OCI Conformance Test/nd: FAIL
+    OCI Conformance Test/nd/push/manifest-by-tag: FAIL
+     - manifest put failed: unexpected status code, expected one of [201], received 500
+    OCI Conformance Test/nd/pull/manifest-by-tag: FAIL
+     - unexpected status code, expected one of [200], received 404
+    OCI Conformance Test/nd/tag-list: Pass
+"""
+
+
+def test_parse_tree_keeps_leaves_and_messages():
+    leaves = peer.parse_tree(TREE)
+    assert [n.split("/", 1)[1] for n, _, _ in leaves] == ["ping", "empty/referrers", "nd/push/manifest-by-tag", "nd/pull/manifest-by-tag", "nd/tag-list"]
+    assert "received 404" in leaves[1][2]
+
+
+def test_failures_after_a_failed_push_count_as_its_consequence(tmp_path):
+    (tmp_path / "results.yaml").write_text("apis: {}\n")
+    (tmp_path / "output.txt").write_text(TREE)
+    areas = peer.parse_official(tmp_path)
+    assert areas["referrers"]["verdict"] == "unsupported"
+    assert areas["push"]["verdict"] == "fail" and "2 failed" in areas["push"]["detail"]
+    assert areas["pull"]["verdict"] == "skip"
+
+
+def test_missing_results_yaml_is_an_error(tmp_path):
+    from labgate.errors import StackError
+
+    with pytest.raises(StackError, match="wrote no results.yaml"):
+        peer.parse_official(tmp_path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import shutil
 import tempfile
 import time
@@ -43,6 +44,7 @@ class LocalProvider:
         self.report_dir = Path(report_dir)
         self.detached = detached
         self.procs: list[tuple[str, Managed]] = []
+        self.after_stop: dict[str, Callable[[], None]] = {}
         self.stack: Stack | None = None
         self._run_dir: Path | None = None
 
@@ -62,6 +64,7 @@ class LocalProvider:
                 f"{sc.source}: arch: {arch} on a {host_arch()} host: the local provider runs native binaries only",
                 fix=f"set arch: auto, or run on a {arch} machine ({arch} emulation needs qemu-user: apt-get install qemu-user-static binfmt-support)",
             )
+        check_versions(sc)
         self._run_dir = Path(tempfile.mkdtemp(prefix=f"labgate-{self.run_id}-"))
         os.chmod(self._run_dir, 0o700)
         self.report_dir.mkdir(parents=True, exist_ok=True)
@@ -85,6 +88,10 @@ class LocalProvider:
         stack.timings["toolchain"] = round(time.monotonic() - t0, 3)
 
         self._start_registry(stack, kind, tool)
+        if sc.components.kubernetes is not None:
+            self._start_kubernetes(stack)
+        if sc.components.admission is not None:
+            self._start_kyverno(stack)
         stack.save(self._run_dir / "state.json")
         checkpoint.reached("stack-ready", state=stack.state_file, pids=[m.pid for _, m in self.procs], ports=self.ports())
         return stack
@@ -148,19 +155,122 @@ class LocalProvider:
         stack.capabilities = sorted(set(stack.capabilities) | set(caps))
         stack.components.append(state)
 
+    def _start_kubernetes(self, stack: Stack) -> None:
+        from labgate.components import kube
+
+        assert self._run_dir is not None
+        t0 = time.monotonic()
+        etcd = toolchain.install("etcd")
+        api = toolchain.install("kube-apiserver")
+        for tool in (etcd, api):
+            if not tool.available:
+                _unavailable(tool)
+        stack.timings["toolchain"] = round(stack.timings.get("toolchain", 0) + time.monotonic() - t0, 3)
+        d = self._run_dir / "kubernetes"
+        pki = kube.generate_pki(d / "pki")
+        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+
+        def etcd_healthy() -> bool:
+            r = requests.get(f"http://127.0.0.1:{etcd_port}/health", timeout=2)
+            return r.status_code == 200 and r.json().get("health") == "true"
+
+        cmd = kube.etcd_command(etcd.path, d / "etcd", etcd_port, peer_port)
+        stack.components.append(self._start("etcd", "etcd", etcd, cmd, d / "etcd.log", etcd_healthy,
+                                            ports={"client": etcd_port, "peer": peer_port}, url=f"http://127.0.0.1:{etcd_port}"))
+        token = self._secret("kubernetes:admin-token")
+        tokens = d / "tokens.csv"
+        kube.token_file(tokens, token)
+        url = f"https://127.0.0.1:{api_port}"
+
+        def api_healthy() -> bool:
+            r = requests.get(url + "/readyz", headers={"Authorization": f"Bearer {token}"}, verify=str(pki.ca_cert), timeout=3)
+            return r.status_code == 200
+
+        cmd = kube.apiserver_command(api.path, pki, port=api_port, etcd_port=etcd_port, tokens=tokens, cert_dir=d / "certs")
+        stack.components.append(self._start("kube-apiserver", "kube-apiserver", api, cmd, d / "kube-apiserver.log", api_healthy,
+                                            ports={"https": api_port}, url=url, timeout=3 * HEALTH_TIMEOUT))
+        kc = d / "kubeconfig"
+        kc.write_text(kube.kubeconfig(url, pki.ca_cert, token))
+        kc.chmod(0o600)
+        stack.kubeconfig = str(kc)
+        stack.kube_url = url
+        stack.capabilities = sorted(set(stack.capabilities) | {"kubernetes"})
+
+    def _start_kyverno(self, stack: Stack) -> None:
+        from kubernetes import client as kclient
+        from kubernetes import config as kconfig
+        from kubernetes import utils as kutils
+
+        from labgate.components import kyverno as kv
+
+        assert self._run_dir is not None
+        sc = self.scenario
+        adm = sc.components.admission
+        assert adm is not None
+        t0 = time.monotonic()
+        tool = toolchain.install("kyverno")
+        if not tool.available:
+            _unavailable(tool)
+        stack.timings["toolchain"] = round(stack.timings.get("toolchain", 0) + time.monotonic() - t0, 3)
+        crds = Path(os.environ.get("KYVERNO_CRDS") or Path(tool.path).parent.parent / "config" / "crds")
+        if not crds.is_dir():
+            raise StackError(f"kyverno: no CRD directory at {crds}", fix="set KYVERNO_CRDS to the config/crds directory of the kyverno module")
+        api = kconfig.new_client_from_config(stack.kubeconfig)
+        core = kclient.CoreV1Api(api)
+        t0 = time.monotonic()
+        core.create_namespace(kclient.V1Namespace(metadata=kclient.V1ObjectMeta(name=kv.NAMESPACE)))
+        for f in kv.crd_files(crds):
+            kutils.create_from_yaml(api, str(f))
+        ext = kclient.ApiextensionsV1Api(api)
+
+        def established() -> bool:
+            for name in ("clusterpolicies.kyverno.io", "policies.kyverno.io"):
+                crd = ext.read_custom_resource_definition(name)
+                if not any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+                    return False
+            return True
+
+        wait_until(established, timeout=60, what="Kyverno CRDs established")
+        robot = adm.pull_robot or next((r.name for r in sc.identities.robots if "readers" in r.groups), None) \
+            or (sc.identities.robots[0].name if sc.identities.robots else None)
+        if robot is None:
+            raise StackError(f"{sc.source}: identities.robots: Kyverno needs a robot to read the registry", fix="declare a read-only robot")
+        core.create_namespaced_secret(kv.NAMESPACE, kclient.V1Secret(
+            metadata=kclient.V1ObjectMeta(name=kv.PULL_SECRET), type="kubernetes.io/dockerconfigjson",
+            string_data={".dockerconfigjson": kv.docker_config(stack.registry_host, robot, stack.password(robot))},
+        ))
+        stack.timings["kyverno-prerequisites"] = round(time.monotonic() - t0, 3)
+        port, metrics = free_port(), free_port()
+        cmd = kv.command(tool.path, kubeconfig=stack.kubeconfig, webhook_port=port, metrics_port=metrics, cache_ttl=adm.cache_ttl)
+        url = f"https://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            return requests.get(url + "/health/readiness", verify=False, timeout=2).status_code == 200
+
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        self.after_stop["kyverno"] = lambda: _delete_kyverno_webhooks(api)
+        stack.components.append(self._start("kyverno", "kyverno", tool, cmd, self._run_dir / "kyverno" / "kyverno.log", healthy,
+                                            ports={"webhook": port, "metrics": metrics}, url=url, env=kv.ENV,
+                                            timeout=3 * HEALTH_TIMEOUT))
+        stack.capabilities = sorted(set(stack.capabilities) | {"admission", "admission.kyverno"})
+
     def _start(self, name: str, kind: str, tool: toolchain.Resolved, cmd: list[str], log: Path,
-               healthy: Callable[[], bool], *, ports: dict[str, int], url: str = "", env: dict[str, str] | None = None) -> ComponentState:
+               healthy: Callable[[], bool], *, ports: dict[str, int], url: str = "", env: dict[str, str] | None = None,
+               timeout: float = HEALTH_TIMEOUT) -> ComponentState:
         t0 = time.monotonic()
         m = Managed(name, cmd, log, env=env or {}, die_with_parent=not self.detached).start()
         self.procs.append((name, m))
         checkpoint.reached(f"component-started-{name}", pid=m.pid, ports=list(ports.values()))
-        wait_until(healthy, timeout=HEALTH_TIMEOUT, what=f"{name} ({kind}) at {url or ports}", abort=lambda: _port_clash(m) or m.exited())
+        wait_until(healthy, timeout=timeout, what=f"{name} ({kind}) at {url or ports}", abort=lambda: _port_clash(m) or m.exited())
         elapsed = round(time.monotonic() - t0, 3)
         assert self.stack is not None
         self.stack.timings[f"start:{name}"] = elapsed
         return ComponentState(
             name=name, kind=kind, version=tool.version, source=tool.source, path=tool.path,
             reported_version=tool.reported_version, pid=m.pid, ports=ports, url=url, log=str(log), start_seconds=elapsed,
+            cmd=cmd,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -173,12 +283,32 @@ class LocalProvider:
                 out[name] = ""
         return out
 
+    def _stop_restarted(self) -> None:
+        """Components a suite restarted (labgate.disrupt) have new pids, recorded in the state file."""
+        from labgate.process import stop_pid
+
+        if not (self.stack and self.stack.state_file and Path(self.stack.state_file).exists()):
+            return
+        try:
+            current = Stack.load(self.stack.state_file)
+        except StackError:
+            return
+        for c in reversed(current.components):
+            stop_pid(c.pid)
+
     def down(self) -> None:
         """Stop everything in reverse order, keep redacted logs, remove the run directory. Idempotent."""
         logs = self.logs()
         for name, m in reversed(self.procs):
             m.stop()
+            hook = self.after_stop.pop(name, None)
+            if hook is not None:
+                try:
+                    hook()
+                except Exception as exc:  # noqa: BLE001 - teardown goes on; the apiserver's data dies with the run dir
+                    print(f"labgate: teardown of {name}: {redact.redact(str(exc))}", file=sys.stderr)
         self.procs = []
+        self._stop_restarted()
         if logs:
             logdir = self.report_dir / "logs"
             logdir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +317,43 @@ class LocalProvider:
         if self._run_dir and self._run_dir.exists():
             shutil.rmtree(self._run_dir, ignore_errors=True)
         self._run_dir = None
+
+
+def check_versions(sc: Scenario) -> None:
+    """A scenario may name a component's version; this labgate builds its pinned versions only."""
+    comps = sc.components
+    wanted = [
+        ("registry", comps.registry.kind if comps.registry.kind != "auto" else None, comps.registry.version),
+        ("conformance", "oci-conformance", comps.conformance.version),
+        ("kubernetes", "kube-apiserver", comps.kubernetes.version if comps.kubernetes else None),
+        ("admission", "kyverno", comps.admission.version if comps.admission else None),
+        ("signer", "cosign", comps.signer.version if comps.signer else None),
+    ]
+    for field, tool_name, version in wanted:
+        if version is None:
+            continue
+        if tool_name is None:
+            raise StackError(f"{sc.source}: components.registry.version: a version needs an explicit kind (zot or distribution)")
+        pin = toolchain.TOOLS[tool_name].version
+        if version.lstrip("v") != pin.lstrip("v"):
+            raise StackError(
+                f"{sc.source}: components.{field}.version: {version} is not available: this labgate pins {tool_name} {pin}",
+                fix=f"set it to {pin} or remove it (set {toolchain.TOOLS[tool_name].env} to use another build)",
+            )
+
+
+def _delete_kyverno_webhooks(api) -> None:
+    """Kyverno leaves its webhook configurations behind; under failurePolicy Fail they would block
+    every later write to the apiserver."""
+    from kubernetes import client as kclient
+
+    from labgate.components.kyverno import MANAGED_BY
+
+    adm = kclient.AdmissionregistrationV1Api(api)
+    for cfg in adm.list_mutating_webhook_configuration(label_selector=MANAGED_BY).items:
+        adm.delete_mutating_webhook_configuration(cfg.metadata.name)
+    for cfg in adm.list_validating_webhook_configuration(label_selector=MANAGED_BY).items:
+        adm.delete_validating_webhook_configuration(cfg.metadata.name)
 
 
 def _unavailable(res: toolchain.Resolved) -> toolchain.Resolved:

@@ -41,6 +41,9 @@ class TestRecord:
     spec: str = ""
     area: str = ""
     should: list[str] = field(default_factory=list)
+    beyond_official: bool = False
+    case: str = ""
+    extra: dict[str, list[Any]] = field(default_factory=dict)  # admission rows, timeline events
 
 
 def _short(longrepr: Any) -> str:
@@ -84,6 +87,15 @@ class RunRecorder:
                 rec.area = str(value)
             elif key == "should" and value not in rec.should:
                 rec.should.append(str(value))
+            elif key == "beyond_official":
+                rec.beyond_official = True
+            elif key == "case":
+                rec.case = str(value)
+            elif key in ("admission", "timeline"):
+                rows = rec.extra.setdefault(key, [])
+                row = json.loads(value)
+                if row not in rows:
+                    rows.append(row)
         msg = redact.redact(_short(report.longrepr))
         if hasattr(report, "wasxfail"):
             if report.skipped:

@@ -106,16 +106,40 @@ def render(d: dict[str, Any]) -> str:
         rows = []
         for a in peer.get("areas", []):
             rows.append([escape(a["area"]), _b(a["labgate"]), escape(a.get("labgate_detail", "")), _b(a["official"]),
-                         escape(a.get("official_detail", "")), _b("agree" if a["agree"] else "disagree")])
+                         escape(a.get("official_detail", "")), _b("agree" if a["agree"] else "disagree"),
+                         escape(a.get("labgate_beyond", "")) or '<span class="muted">-</span>'])
         parts.append(
             "<section><h2>Peer cross-check: labgate vs the official OCI conformance program</h2>"
             f"<p>registry <b>{escape(peer.get('registry', ''))}</b> · official program <code>{escape(peer.get('official_version', ''))}</code> · "
             f"labgate wall time {_secs(peer.get('labgate_seconds'))} · official wall time {_secs(peer.get('official_seconds'))}</p>"
-            + _table(["area", "labgate", "labgate detail", "official", "official detail", ""], rows) + "</section>"
+            + _table(["area", "labgate", "labgate detail", "official", "official detail", "", "labgate's findings beyond the official checks"], rows)
+            + '<p class="muted">Agreement is judged on the checks both make; what labgate checks beyond the official program is listed on the right.</p></section>'
+        )
+
+    tests = d.get("tests") or []
+    adm_rows = [r for t in tests for r in (t.get("extra") or {}).get("admission", [])]
+    if adm_rows:
+        rows = []
+        for r in sorted(adm_rows, key=lambda r: (int(r["case"][1:]) if r["case"][1:].isdigit() else 99, r["object"])):
+            ok = r["expected"] == r["observed"] or (r["expected"] == "rejected" and r["observed"] == "rejected")
+            rows.append([f"<b>{escape(r['case'])}</b>", escape(r["object"]), f"<code>{escape(r['image'])}</code>", escape(r["expected"]),
+                         _b(r["observed"] if ok else "fail"), escape(r.get("message", "")) + (f"<br><span class=muted>stored as {escape(r['stored_image'])}</span>" if r.get("stored_image") and r["stored_image"] != r["image"] else "")])
+        parts.append("<section><h2>Admission cases</h2>" + _table(["case", "object", "image", "expected", "observed", "Kyverno's message"], rows) + "</section>")
+
+    events = sorted((r for t in tests for r in (t.get("extra") or {}).get("timeline", [])), key=lambda r: r["t"])
+    if events:
+        t0 = events[0]["t"]
+        props = [e["propagation"] for e in events if "propagation" in e]
+        rows = [[f"+{e['t'] - t0:7.2f} s", f"<b>{escape(e['case'])}</b>", escape(e["event"]),
+                 _secs(e["propagation"]) if "propagation" in e else "", _secs(e["seconds"]) if "seconds" in e else ""] for e in events]
+        head = ""
+        if props:
+            head = f"<p>policy update → enforcement: median {_secs(sorted(props)[len(props) // 2])}, max {_secs(max(props))} over {len(props)} measurements</p>"
+        parts.append("<section><h2>Key rotation timeline</h2>" + head
+                     + _table(["time", "step", "event", "update → enforcement", "policy Ready after"], rows, (3, 4)) + "</section>"
         )
 
     # skips and non-passing
-    tests = d.get("tests") or []
     skipped = [t for t in tests if t["verdict"] in ("skip", "unsupported", "known")]
     if skipped:
         rows = [[escape(t["nodeid"]), _b(t["verdict"]), escape(t["message"])] for t in skipped]

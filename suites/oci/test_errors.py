@@ -99,6 +99,7 @@ def test_manifest_invalid(oci, image, attach_log, verdict, case):
 
 @pytest.mark.spec(f"{SPEC} §Push: manifest referencing unknown blobs, MANIFEST_BLOB_UNKNOWN (code-5; end-7)")
 @pytest.mark.parametrize("missing", ["layer", "config", "index-child"])
+@pytest.mark.beyond_official("the official program pushes no manifest with a missing blob")
 def test_manifest_blob_unknown(oci, image, attach_log, verdict, missing):
     attach_log(oci)
     if missing == "index-child":
@@ -122,6 +123,7 @@ def test_manifest_blob_unknown(oci, image, attach_log, verdict, missing):
 
 @pytest.mark.spec(f"{SPEC} §Error Codes: UNAUTHORIZED (code-11) with WWW-Authenticate")
 @pytest.mark.parametrize("request_kind", ["api-version", "pull-manifest", "push-upload"])
+@pytest.mark.beyond_official("the official program sends credentials on every request")
 def test_unauthorized_without_credentials(anonymous, oci, image, scenario, attach_log, verdict, request_kind):
     attach_log(oci)
     attach_log(anonymous)

@@ -90,8 +90,30 @@ def test_delete_unknown_manifest_is_404(oci, repo, attach_log, verdict):
 
 
 @pytest.mark.spec(f"{SPEC} §Deleting Manifests: repository does not exist (end-9 404)")
+@pytest.mark.beyond_official("the official program deletes only in repositories it created")
 def test_delete_manifest_in_unknown_repository_is_404(oci, repo, attach_log, verdict):
     attach_log(oci)
     r = oci.delete_manifest(repo, digest(b"labgate nothing here " + os.urandom(16)))
     _deletion_disabled(verdict, r, "manifest deletion")
     assert_oci_error(verdict, r, 404, ("NAME_UNKNOWN", "MANIFEST_UNKNOWN"))
+
+
+@pytest.mark.spec(f"{SPEC} §Deleting Blobs (end-10) after a cross-repository mount (end-11)")
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
+def test_delete_mounted_blob(oci, new_repo, attach_log, verdict, algorithm):
+    """A blob mounted into a second repository and deleted there is gone from that repository only."""
+    attach_log(oci)
+    source, target = new_repo("mount-src"), new_repo("mount-dst")
+    data = f"labgate mounted blob {algorithm} ".encode() + os.urandom(16)
+    dgst = oci.push_blob(source, data, algorithm)
+    m = oci.mount_blob(target, dgst, source)
+    if m.status_code == 202:
+        verdict.unsupported(f"cross-repository mount of a {algorithm} blob is not done (202: a new upload): {evidence(m)}")
+    assert m.status_code == 201, f"mount: {evidence(m)}"
+    r = oci.delete_blob(target, dgst)
+    _deletion_disabled(verdict, r, "blob deletion")
+    assert r.status_code == 202, f"DELETE of a mounted blob MUST answer 202 Accepted: {evidence(r)}"
+    h = oci.head_blob(target, dgst)
+    assert h.status_code == 404, f"HEAD of a blob deleted from {target} MUST answer 404 there: {evidence(h)}"
+    s = oci.head_blob(source, dgst)
+    assert s.status_code == 200, f"the source repository keeps its blob: {evidence(s)}"

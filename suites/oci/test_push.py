@@ -197,6 +197,7 @@ def test_mount_unknown_blob_starts_upload(oci, new_repo, attach_log, verdict):
 
 @pytest.mark.requires("registry.access-control")
 @pytest.mark.spec(f"{SPEC} §Mounting a blob from another repository: source not readable by the caller (end-11)")
+@pytest.mark.beyond_official("the official program runs as one identity")
 def test_mount_from_unreadable_repository_is_refused(oci, vault, new_repo, attach_log, verdict):
     """vault-robot owns vault/**; ci-robot must not obtain a vault blob by mounting it."""
     attach_log(oci)
@@ -249,3 +250,22 @@ def test_push_manifest(oci, repo, attach_log, verdict, by):
         got = oci.get_manifest(repo, reference)
         assert got.status_code == 200, f"GET manifest {reference}: {evidence(got)}"
         assert got.content == body, "the registry MUST store the manifest in the exact byte representation provided"
+
+
+MT_NONDISTRIBUTABLE = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+
+
+@pytest.mark.spec(f"{SPEC} §Pushing Manifests (end-7): a manifest whose non-distributable layer is not in the registry")
+def test_push_manifest_with_non_distributable_layer(oci, repo, attach_log):
+    """image-spec v1.1 §Non-distributable layers: the layer is fetched from its URLs, not pushed,
+    so its absence in the repository MUST NOT make the manifest invalid."""
+    attach_log(oci)
+    config = canonical({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
+    oci.push_blob(repo, config)
+    foreign = _blob("foreign-layer")
+    layer = descriptor(MT_NONDISTRIBUTABLE, foreign, urls=["https://example.invalid/layers/" + digest(foreign).split(":")[1]])
+    body = canonical({"schemaVersion": 2, "mediaType": MT_MANIFEST, "config": descriptor(MT_CONFIG, config), "layers": [layer]})
+    r = oci.put_manifest(repo, "foreign", body)
+    assert r.status_code == 201, f"a manifest with a non-distributable layer MUST be accepted without that blob: {evidence(r)}"
+    got = oci.get_manifest(repo, "foreign")
+    assert got.status_code == 200 and got.content == body, f"GET manifest foreign: {evidence(got)}"

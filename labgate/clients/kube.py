@@ -1,0 +1,162 @@
+"""Admission client: create Pods and Deployments through the real kube-apiserver and read what
+Kyverno decided (admitted, the stored image after mutation, or the denial message)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from labgate.components import kyverno as kv
+from labgate.redact import redact
+
+
+@dataclass
+class Outcome:
+    kind: str
+    name: str
+    image: str
+    admitted: bool
+    message: str = ""
+    stored_image: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def record(self, expected: str) -> dict[str, Any]:
+        return {"object": f"{self.kind}/{self.name}", "image": self.image, "expected": expected,
+                "observed": "admitted" if self.admitted else "denied", "message": self.message,
+                "stored_image": self.stored_image, "seconds": round(self.seconds, 3)}
+
+
+def normalize(message: str) -> str:
+    """Kyverno's denial is YAML-folded: collapse whitespace so substrings can be asserted."""
+    return redact(re.sub(r"\s+", " ", message or "").strip())
+
+
+def _api_message(exc: Any) -> str:
+    import json
+
+    try:
+        return json.loads(exc.body).get("message", "")
+    except (ValueError, TypeError, AttributeError):
+        return str(exc)
+
+
+class Admission:
+    def __init__(self, kubeconfig: str):
+        from kubernetes import client as kclient
+        from kubernetes import config as kconfig
+
+        self.kc = kclient
+        self.api = kconfig.new_client_from_config(kubeconfig)
+        self.core = kclient.CoreV1Api(self.api)
+        self.apps = kclient.AppsV1Api(self.api)
+        self.custom = kclient.CustomObjectsApi(self.api)
+
+    # ------------------------------------------------------------------------------------------
+    def namespace(self, prefix: str = "adm") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.core.create_namespace(self.kc.V1Namespace(metadata=self.kc.V1ObjectMeta(name=name)))
+        return name
+
+    def apply_policy(self, policy: dict[str, Any], timeout: float = 120.0) -> float:
+        """Create or replace a ClusterPolicy and wait until Kyverno reports it Ready.
+        Returns the seconds from the write to Ready."""
+        from kubernetes.client.rest import ApiException
+
+        name = policy["metadata"]["name"]
+        t0 = time.monotonic()
+        try:
+            current = self.custom.get_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", name)
+            body = dict(policy)
+            body["metadata"] = {**policy["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}
+            self.custom.replace_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", name, body)
+            self._wait_generation(name, current["metadata"].get("generation", 0))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.custom.create_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", policy)
+        kv.wait_policy_ready(self.custom, name, timeout=timeout)
+        return time.monotonic() - t0
+
+    def _wait_generation(self, name: str, old_generation: int) -> None:
+        """After a replace, Ready must be about the new generation, not the previous one."""
+        from labgate.process import wait_until
+
+        def observed() -> bool:
+            obj = self.custom.get_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", name)
+            gen = obj["metadata"].get("generation", 0)
+            if gen <= old_generation:
+                return True  # nothing changed in spec
+            conds = (obj.get("status") or {}).get("conditions") or []
+            return any(c.get("type") == "Ready" and c.get("observedGeneration", gen) >= gen for c in conds) or not conds
+
+        wait_until(observed, timeout=60, what=f"ClusterPolicy {name} to observe its new generation", interval=0.2)
+
+    def create_policy_raw(self, policy: dict[str, Any]) -> tuple[bool, str]:
+        """Create a policy and report whether the apiserver (Kyverno's policy webhook) accepted it."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.custom.create_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", policy)
+        except ApiException as exc:
+            return False, normalize(_api_message(exc))
+        return True, ""
+
+    def delete_policy(self, name: str) -> None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.custom.delete_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # ------------------------------------------------------------------------------------------
+    def try_pod(self, ns: str, image: str, name: str | None = None) -> Outcome:
+        from kubernetes.client.rest import ApiException
+
+        name = name or f"pod-{uuid.uuid4().hex[:8]}"
+        body = self.kc.V1Pod(
+            metadata=self.kc.V1ObjectMeta(name=name),
+            spec=self.kc.V1PodSpec(containers=[self.kc.V1Container(name="app", image=image)]),
+        )
+        t0 = time.monotonic()
+        try:
+            pod = self.core.create_namespaced_pod(ns, body)
+        except ApiException as exc:
+            return Outcome("Pod", name, image, False, normalize(_api_message(exc)), seconds=time.monotonic() - t0)
+        return Outcome("Pod", name, image, True, stored_image=pod.spec.containers[0].image,
+                       annotations=dict(pod.metadata.annotations or {}), seconds=time.monotonic() - t0)
+
+    def try_deployment(self, ns: str, image: str, name: str | None = None) -> Outcome:
+        from kubernetes.client.rest import ApiException
+
+        name = name or f"deploy-{uuid.uuid4().hex[:8]}"
+        labels = {"app": name}
+        body = self.kc.V1Deployment(
+            metadata=self.kc.V1ObjectMeta(name=name),
+            spec=self.kc.V1DeploymentSpec(
+                replicas=1,
+                selector=self.kc.V1LabelSelector(match_labels=labels),
+                template=self.kc.V1PodTemplateSpec(
+                    metadata=self.kc.V1ObjectMeta(labels=labels),
+                    spec=self.kc.V1PodSpec(containers=[self.kc.V1Container(name="app", image=image)]),
+                ),
+            ),
+        )
+        t0 = time.monotonic()
+        try:
+            dep = self.apps.create_namespaced_deployment(ns, body)
+        except ApiException as exc:
+            return Outcome("Deployment", name, image, False, normalize(_api_message(exc)), seconds=time.monotonic() - t0)
+        return Outcome("Deployment", name, image, True, stored_image=dep.spec.template.spec.containers[0].image,
+                       seconds=time.monotonic() - t0)
+
+    def webhook_configurations(self) -> list[str]:
+        adm = self.kc.AdmissionregistrationV1Api(self.api)
+        names = [c.metadata.name for c in adm.list_mutating_webhook_configuration(label_selector=kv.MANAGED_BY).items]
+        names += [c.metadata.name for c in adm.list_validating_webhook_configuration(label_selector=kv.MANAGED_BY).items]
+        return names

@@ -1,0 +1,51 @@
+"""Planned disruptions for suites that prove behaviour during an outage (e.g. "registry down").
+
+A component is stopped and later started again with the same command, ports and data; the state
+file records the new pid so that teardown stops it whatever happens to the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+from labgate.errors import StackError
+from labgate.process import Managed, stop_pid, wait_until
+from labgate.stack import Stack
+
+
+def stop(stack: Stack, name: str) -> None:
+    c = stack.component(name)
+    stop_pid(c.pid)
+    c.pid = 0
+    stack.save(stack.state_file)
+
+
+def start(stack: Stack, name: str, health_path: str = "/v2/", timeout: float = 60.0) -> None:
+    c = stack.component(name)
+    if not c.cmd:
+        raise StackError(f"{name}: its start command is not recorded; it cannot be restarted by this provider")
+    m = Managed(name, c.cmd, Path(c.log)).start()
+    c.pid = m.pid
+    stack.save(stack.state_file)
+
+    def up() -> bool:
+        return requests.get(c.url + health_path, timeout=2).status_code in (200, 401)
+
+    wait_until(up, timeout=timeout, what=f"{name} restart", abort=m.exited)
+
+
+@contextlib.contextmanager
+def down(stack: Stack, name: str) -> Iterator[None]:
+    """``with disrupt.down(stack, "registry"): ...`` — the component is back afterwards, even on failure."""
+    stop(stack, name)
+    try:
+        yield
+    finally:
+        start(stack, name)
+
+
+__all__ = ["stop", "start", "down"]

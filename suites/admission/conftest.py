@@ -1,0 +1,132 @@
+"""Fixtures for the admission and rotation suites: a real kube-apiserver with Kyverno, keys made
+per run, images the harness builds and pushes as the CI robot, policies rendered per test.
+
+Each test publishes to its own repository and its policy matches only that repository, so tests
+never see each other's policies and run in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from labgate import images, redact, signing
+from labgate.clients.kube import Admission, Outcome
+from labgate.clients.oci import OciClient
+from labgate.components import kyverno as kv
+from labgate.stack import Stack
+
+CI_ROBOT = "ci-robot"
+
+
+@dataclass
+class Published:
+    repo: str  # path inside the registry, e.g. zeroclaw/a1-1234abcd
+    ref: str  # host/path, no tag or digest
+    tag: str
+    digest: str
+
+    @property
+    def by_tag(self) -> str:
+        return f"{self.ref}:{self.tag}"
+
+    @property
+    def by_digest(self) -> str:
+        return f"{self.ref}@{self.digest}"
+
+
+@pytest.fixture(scope="session")
+def adm(stack: Stack) -> Admission:
+    return Admission(stack.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def keys() -> dict[str, signing.KeyPair]:
+    """K1 is the CI key the policy trusts; K2 the rotation key; 'other' a key nobody trusts."""
+    return {name: signing.KeyPair.generate() for name in ("K1", "K2", "other")}
+
+
+@pytest.fixture
+def ci(stack: Stack, attach_log) -> OciClient:
+    c = OciClient(stack.registry_url, (CI_ROBOT, stack.password(CI_ROBOT)))
+    attach_log(c)
+    return c
+
+
+@pytest.fixture
+def ns(adm: Admission) -> str:
+    return adm.namespace()
+
+
+@pytest.fixture
+def area(stack: Stack, request: pytest.FixtureRequest) -> str:
+    """This test's own repository prefix; its policies match only images under it."""
+    short = request.node.name.split("[")[0].removeprefix("test_")[:24].replace("_", "-")
+    return f"zeroclaw/{short}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def publish(ci: OciClient, stack: Stack, area: str):
+    """Build a small real image, push it as the CI robot, optionally sign it."""
+
+    def _publish(name: str, *, tag: str = "v1", sign_with: list[signing.KeyPair] = (), fmt: str = "legacy",
+                 seed: str | None = None) -> Published:
+        repo = f"{area}/{name}"
+        built = images.build_image(seed or f"{repo}:{tag}:{uuid.uuid4().hex}")
+        digest = images.push_image(ci, repo, tag, built)
+        for key in sign_with:
+            (signing.sign_bundle if fmt == "bundle" else signing.sign_legacy)(ci, repo, digest, key)
+        return Published(repo, f"{stack.registry_host}/{repo}", tag, digest)
+
+    return _publish
+
+
+@pytest.fixture
+def policy(adm: Admission, stack: Stack, area: str, request: pytest.FixtureRequest):
+    """Apply a ClusterPolicy for this test's repositories; it is deleted afterwards."""
+    applied: list[str] = []
+
+    def _apply(public_keys: list[signing.KeyPair], *, name: str | None = None, references: list[str] | None = None,
+               wait: bool = True, **kw) -> float:
+        pname = name or f"lg-{area.split('/')[-1]}"
+        body = kv.render_cluster_policy(
+            name=pname,
+            image_references=references or [f"{stack.registry_host}/{area}/*"],
+            public_keys=[k.public_pem().decode() for k in public_keys],
+            **kw,
+        )
+        if pname not in applied:
+            applied.append(pname)
+        return adm.apply_policy(body) if wait else 0.0
+
+    yield _apply
+    for name in applied:
+        adm.delete_policy(name)
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest):
+    """Each admission decision goes to the summary page: object, image, expected, observed, message."""
+
+    def _record(case: str, outcome: Outcome, expected: str) -> Outcome:
+        row = {"case": case, **outcome.record(expected)}
+        request.node.user_properties.append(("admission", json.dumps(row)))
+        return outcome
+
+    return _record
+
+
+def denied_with(outcome: Outcome, *needles: str) -> None:
+    assert not outcome.admitted, f"{outcome.kind} {outcome.image} was admitted; expected a denial"
+    for needle in needles:
+        assert needle in outcome.message, f"denial message lacks {needle!r}: {outcome.message}"
+
+
+def admitted(outcome: Outcome) -> None:
+    assert outcome.admitted, f"{outcome.kind} {outcome.image} was denied: {outcome.message}"
+
+
+__all__ = ["Published", "denied_with", "admitted", "redact"]

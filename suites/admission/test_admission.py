@@ -1,0 +1,174 @@
+"""Admission: Kyverno admits a pod only when its image digest carries a cosign signature by the
+trusted key (shared/reference/admission-signing.md §8, cases A1-A14). Every denial asserts
+Kyverno's message, and every decision is recorded for the summary page."""
+
+from __future__ import annotations
+
+import pytest
+
+from labgate import disrupt, signing
+from suites.admission.conftest import admitted, denied_with
+
+pytestmark = [pytest.mark.requires("kubernetes", "admission.kyverno"), pytest.mark.area("admission")]
+KV = "Kyverno v1.19 verifyImages"
+
+
+@pytest.mark.case("A1")
+@pytest.mark.spec(f"{KV}: type Cosign, a digest signed by the trusted key")
+def test_a1_signed_digest_is_admitted(adm, ns, keys, publish, policy, record):
+    policy([keys["K1"]])
+    img = publish("app", sign_with=[keys["K1"]])
+    out = record("A1", adm.try_pod(ns, img.by_digest), "admitted")
+    admitted(out)
+    assert out.annotations.get("kyverno.io/verify-images", "").find("pass") >= 0, out.annotations
+
+
+@pytest.mark.case("A2")
+@pytest.mark.spec(f"{KV}: mutateDigest rewrites a tag to the verified digest")
+def test_a2_signed_tag_is_admitted_and_pinned(adm, ns, keys, publish, policy, record):
+    policy([keys["K1"]])
+    img = publish("app", tag="v2", sign_with=[keys["K1"]])
+    out = record("A2", adm.try_pod(ns, img.by_tag), "admitted")
+    admitted(out)
+    assert out.stored_image == f"{img.by_tag}@{img.digest}", f"the pod's image MUST be pinned to the digest, got {out.stored_image}"
+
+
+@pytest.mark.case("A3")
+@pytest.mark.spec(f"{KV}: an unsigned image is denied")
+def test_a3_unsigned_is_denied(adm, ns, keys, publish, policy, record):
+    policy([keys["K1"]])
+    img = publish("app")
+    out = record("A3", adm.try_pod(ns, img.by_digest), "denied")
+    denied_with(out, "no signatures found", img.ref)
+
+
+@pytest.mark.case("A4")
+@pytest.mark.spec(f"{KV}: a signature by another key is denied")
+def test_a4_signed_by_another_key_is_denied(adm, ns, keys, publish, policy, record):
+    policy([keys["K1"]])
+    img = publish("app", sign_with=[keys["other"]])
+    out = record("A4", adm.try_pod(ns, img.by_digest), "denied")
+    denied_with(out, "no matching signatures", "invalid signature")
+
+
+@pytest.mark.case("A5")
+@pytest.mark.spec(f"{KV}: a valid signature copied onto another digest is denied (claim digest)")
+def test_a5_copied_signature_is_denied(adm, ns, keys, publish, policy, record, ci):
+    policy([keys["K1"]])
+    signed = publish("app", tag="signed", sign_with=[keys["K1"]])
+    other = publish("app", tag="other")
+    signing.copy_signature(ci, signed.repo, signed.digest, other.digest)
+    out = record("A5", adm.try_pod(ns, other.by_digest), "denied")
+    denied_with(out, "no matching signatures", "invalid or missing digest in claim")
+
+
+@pytest.mark.case("A6")
+@pytest.mark.spec(f"{KV}: a tampered signature payload or annotation is denied")
+@pytest.mark.parametrize("what", ["payload", "annotation"])
+def test_a6_tampered_signature_is_denied(adm, ns, keys, publish, policy, record, ci, what):
+    policy([keys["K1"]])
+    img = publish("app", sign_with=[keys["K1"]])
+    signing.tamper_legacy(ci, img.repo, img.digest, what=what)
+    out = record("A6", adm.try_pod(ns, img.by_digest), "denied")
+    denied_with(out, "failed to verify image", "no matching signatures")
+
+
+@pytest.mark.case("A7")
+@pytest.mark.spec(f"{KV}: a cosign v3 bundle is invisible to a type Cosign rule")
+def test_a7_bundle_against_cosign_rule_is_denied(adm, ns, keys, publish, policy, record):
+    policy([keys["K1"]], verify_type="Cosign")
+    img = publish("app", sign_with=[keys["K1"]], fmt="bundle")
+    out = record("A7", adm.try_pod(ns, img.by_digest), "denied")
+    denied_with(out, "no signatures found")
+
+
+@pytest.mark.case("A8")
+@pytest.mark.spec(f"{KV}: type SigstoreBundle verifies a cosign v3 bundle signed by the key")
+def test_a8_bundle_against_sigstore_bundle_rule_is_admitted(adm, ns, keys, publish, policy, record):
+    policy([keys["K1"]], verify_type="SigstoreBundle")
+    img = publish("app", sign_with=[keys["K1"]], fmt="bundle")
+    out = record("A8", adm.try_pod(ns, img.by_digest), "admitted")
+    admitted(out)
+
+
+@pytest.mark.case("A9")
+@pytest.mark.spec(f"{KV}: an image outside imageReferences is not verified")
+def test_a9_image_outside_references_is_admitted(adm, ns, keys, publish, policy, record, stack, area):
+    policy([keys["K1"]], references=[f"{stack.registry_host}/{area}/protected/*"])
+    img = publish("elsewhere")
+    out = record("A9", adm.try_pod(ns, img.by_digest), "admitted")
+    admitted(out)
+
+
+@pytest.mark.case("A10")
+@pytest.mark.spec(f"{KV}: mutateDigest false + verifyDigest true denies a tag-only image")
+def test_a10_tag_only_without_mutation_is_denied(adm, ns, keys, publish, policy, record):
+    policy([keys["K1"]], mutate_digest=False, verify_digest=True)
+    img = publish("app", sign_with=[keys["K1"]])
+    out = record("A10", adm.try_pod(ns, img.by_tag), "denied")
+    denied_with(out, "missing digest")
+
+
+@pytest.mark.case("A11")
+@pytest.mark.disruptive
+@pytest.mark.spec(f"{KV}: registry unreachable under failurePolicy Fail: denied")
+def test_a11_registry_down_fail_denies(adm, ns, keys, publish, policy, record, stack):
+    img = publish("app", sign_with=[keys["K1"]])
+    policy([keys["K1"]], failure_policy="Fail")
+    with disrupt.down(stack, "registry"):
+        out = record("A11", adm.try_pod(ns, img.by_digest), "denied")
+        denied_with(out, "failed to verify image", "connection refused")
+    admitted(record("A11", adm.try_pod(ns, img.by_digest), "admitted"))  # the stack is restored
+
+
+@pytest.mark.case("A11")
+@pytest.mark.disruptive
+@pytest.mark.spec(f"{KV}: registry unreachable under failurePolicy Ignore: admitted")
+@pytest.mark.parametrize("required", [True, False], ids=["required", "not-required"])
+def test_a11_registry_down_ignore_admits(adm, ns, keys, publish, policy, record, stack, required):
+    img = publish("app", sign_with=[keys["K1"]])
+    policy([keys["K1"]], failure_policy="Ignore", required=required)
+    with disrupt.down(stack, "registry"):
+        out = record("A11", adm.try_pod(ns, img.by_digest), "admitted")
+        admitted(out)
+    admitted(record("A11", adm.try_pod(ns, img.by_digest), "admitted"))  # the stack is restored
+
+
+@pytest.mark.case("A12")
+@pytest.mark.spec(f"{KV}: autogen rules apply the same verification to a Deployment")
+def test_a12_deployment_autogen(adm, ns, keys, publish, policy, record):
+    policy([keys["K1"]], kinds=("Pod",))
+    signed = publish("app", tag="signed", sign_with=[keys["K1"]])
+    unsigned = publish("app", tag="unsigned")
+    admitted(record("A12", adm.try_deployment(ns, signed.by_digest), "admitted"))
+    out = record("A12", adm.try_deployment(ns, unsigned.by_digest), "denied")
+    denied_with(out, "autogen-verify-signature", "no signatures found")
+
+
+@pytest.mark.case("A13")
+@pytest.mark.spec(f"{KV}: a policy in Audit with the default mutateDigest is rejected")
+def test_a13_audit_with_default_mutate_digest_is_rejected(adm, keys, stack, area, request):
+    from labgate.components import kyverno as kv
+
+    body = kv.render_cluster_policy(name=f"lg-a13-{area.split('/')[-1]}", image_references=[f"{stack.registry_host}/{area}/*"],
+                                    public_keys=[keys["K1"].public_pem().decode()], failure_action="Audit", mutate_digest=None)
+    accepted, message = adm.create_policy_raw(body)
+    if accepted:
+        adm.delete_policy(body["metadata"]["name"])
+    request.node.user_properties.append(("admission", __import__("json").dumps(
+        {"case": "A13", "object": f"ClusterPolicy/{body['metadata']['name']}", "image": "-", "expected": "rejected",
+         "observed": "admitted" if accepted else "rejected", "message": message})))
+    assert not accepted, "a ClusterPolicy with failureAction Audit and the default mutateDigest MUST be rejected"
+    assert "mutateDigest must be set to false" in message, message
+
+
+@pytest.mark.case("A14")
+@pytest.mark.spec(f"{KV}: a tag re-pointed from a signed to an unsigned digest is denied on the next pod")
+def test_a14_repointed_tag_is_denied(adm, ns, keys, publish, policy, record):
+    policy([keys["K1"]])
+    signed = publish("app", tag="stable", sign_with=[keys["K1"]])
+    admitted(record("A14", adm.try_pod(ns, signed.by_tag), "admitted"))
+    moved = publish("app", tag="stable")  # same repository and tag, new unsigned digest
+    assert moved.digest != signed.digest
+    out = record("A14", adm.try_pod(ns, moved.by_tag), "denied")
+    denied_with(out, "no signatures found")

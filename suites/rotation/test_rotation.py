@@ -1,0 +1,227 @@
+"""Key rotation, the runbook a lab follows (shared/reference/admission-signing.md §7, R1-R10):
+widen trust to [K1, K2] with count 1, switch CI to K2, re-sign kept digests, narrow to [K2].
+Each step is timed; the summary page draws the rotation as a timeline with the measured time from a
+policy update to its enforcement."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from labgate import signing, toolchain
+from labgate.process import wait_until
+from suites.admission.conftest import admitted, denied_with
+
+pytestmark = [pytest.mark.requires("kubernetes", "admission.kyverno"), pytest.mark.area("rotation")]
+KV = "Kyverno v1.19 verifyImages"
+
+
+@pytest.fixture
+def timeline(request: pytest.FixtureRequest):
+    """Events with wall-clock times for the summary page's rotation timeline."""
+
+    def _event(case: str, event: str, **extra) -> None:
+        row = {"t": time.time(), "case": case, "event": event, **extra}
+        request.node.user_properties.append(("timeline", json.dumps(row)))
+
+    return _event
+
+
+def enforce_time(adm, ns, image: str, want_admitted: bool, started: float, timeout: float = 60.0) -> float:
+    """Poll with pods until the decision for ``image`` is the wanted one; seconds since ``started``."""
+
+    def decided() -> bool:
+        return adm.try_pod(ns, image).admitted == want_admitted
+
+    wait_until(decided, timeout=timeout, what=f"policy enforcement for {image}", interval=0.2)
+    return time.monotonic() - started
+
+
+def _cosign(stack, *args: str, key_pem: bytes | None = None, tmp_path=None) -> subprocess.CompletedProcess:
+    tool = toolchain.resolve("cosign")
+    if not tool.available:
+        pytest.skip(f"cosign not available: {tool.reason} (fix: labgate tools install cosign)")
+    env = {**os.environ, "COSIGN_PASSWORD": ""}
+    cmd = [tool.path, *args, "--allow-http-registry", "--registry-username", "readonly-robot",
+           "--registry-password", stack.password("readonly-robot")]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _pub(tmp_path, key: signing.KeyPair, name: str):
+    p = tmp_path / f"{name}.pub"
+    p.write_bytes(key.public_pem())
+    return p
+
+
+def _delete_signatures(ci, repo: str, digest: str) -> None:
+    tag = signing.sig_tag(digest)
+    head = ci.head_manifest(repo, tag, accept=(signing.MT_MANIFEST,))
+    assert head.status_code == 200, f"{repo}:{tag} should exist before it is deleted"
+    r = ci.delete_manifest(repo, head.headers["Docker-Content-Digest"])
+    assert r.status_code == 202, f"deleting the signature manifest: {r.status_code}"
+
+
+# ----------------------------------------------------------------------------------------------
+# the runbook
+
+
+@pytest.mark.case("R1")
+@pytest.mark.spec(f"{KV}: an image signed with K2 before the policy knows K2 is denied")
+def test_r1_new_key_before_policy_is_denied(adm, ns, keys, publish, policy, record, timeline):
+    policy([keys["K1"]])
+    timeline("R1", "policy [K1]")
+    img = publish("app", sign_with=[keys["K2"]])
+    denied_with(record("R1", adm.try_pod(ns, img.by_digest), "denied"), "no matching signatures")
+    timeline("R1", "K2-only image denied")
+
+
+@pytest.mark.case("R2")
+@pytest.mark.spec(f"{KV}: attestor [K1, K2] with count 1 admits either key")
+def test_r2_widened_trust_admits_either_key(adm, ns, keys, publish, policy, record, timeline):
+    k1 = publish("k1", sign_with=[keys["K1"]])
+    k2 = publish("k2", sign_with=[keys["K2"]])
+    both = publish("both", sign_with=[keys["K1"], keys["K2"]])
+    policy([keys["K1"]])
+    t0 = time.monotonic()
+    ready = policy([keys["K1"], keys["K2"]], count=1)
+    timeline("R2", "policy [K1, K2] count 1 Ready", seconds=round(ready, 3))
+    took = enforce_time(adm, ns, k2.by_digest, True, t0)
+    timeline("R2", "K2-only image admitted (propagation)", propagation=round(took, 3))
+    for img in (k1, k2, both):
+        admitted(record("R2", adm.try_pod(ns, img.by_digest), "admitted"))
+
+
+@pytest.mark.case("R3")
+@pytest.mark.spec(f"{KV}: attestor [K1, K2] without count requires both signatures")
+def test_r3_without_count_both_keys_are_required(adm, ns, keys, publish, policy, record, timeline):
+    policy([keys["K1"], keys["K2"]], count=None)
+    timeline("R3", "policy [K1, K2] without count")
+    for name, key in (("k1", keys["K1"]), ("k2", keys["K2"])):
+        img = publish(name, sign_with=[key])
+        denied_with(record("R3", adm.try_pod(ns, img.by_digest), "denied"), "failed to verify image")
+    both = publish("both", sign_with=[keys["K1"], keys["K2"]])
+    admitted(record("R3", adm.try_pod(ns, both.by_digest), "admitted"))
+
+
+@pytest.mark.case("R4")
+@pytest.mark.spec("cosign v3.1.2 verify --key: kept digests re-signed with K2 verify with K2")
+def test_r4_resigned_digests_verify_with_new_key(ci, keys, publish, stack, tmp_path, timeline):
+    kept = [publish(f"kept{i}", sign_with=[keys["K1"]]) for i in range(2)]
+    for img in kept:
+        signing.sign_legacy(ci, img.repo, img.digest, keys["K2"])
+    timeline("R4", "kept digests re-signed with K2")
+    pub2 = _pub(tmp_path, keys["K2"], "k2")
+    for img in kept:
+        sig = signing.inspect_legacy(ci, img.repo, img.digest, keys["K2"].public_pem())
+        assert len([s for s in sig if s.get("ok")]) == 1, f"exactly one layer verifies with K2: {sig}"
+        out = _cosign(stack, "verify", "--key", str(pub2), "--insecure-ignore-tlog=true", "--new-bundle-format=false", img.by_digest)
+        assert out.returncode == 0, f"cosign verify --key K2 refused {img.by_digest}: {out.stderr[-500:]}"
+        payloads = json.loads(out.stdout)
+        assert any(p["critical"]["image"]["docker-manifest-digest"] == img.digest for p in payloads)
+        manifest = ci.get_manifest(img.repo, signing.sig_tag(img.digest), accept=(signing.MT_MANIFEST,)).json()
+        assert len(manifest["layers"]) == 2, "the legacy .sig manifest holds the K1 and the K2 signature"
+    timeline("R4", "cosign verify --key K2 passes for every kept digest")
+
+
+@pytest.mark.case("R5")
+@pytest.mark.spec(f"{KV}: narrowed trust [K2] denies K1-only and unsigned, admits K2")
+def test_r5_narrowed_trust(adm, ns, keys, publish, policy, record, timeline):
+    k1 = publish("k1", sign_with=[keys["K1"]])
+    k2 = publish("k2", sign_with=[keys["K2"]])
+    unsigned = publish("unsigned")
+    policy([keys["K1"], keys["K2"]], count=1)
+    admitted(adm.try_pod(ns, k1.by_digest))
+    t0 = time.monotonic()
+    ready = policy([keys["K2"]], count=1)
+    timeline("R5", "policy [K2] Ready", seconds=round(ready, 3))
+    took = enforce_time(adm, ns, k1.by_digest, False, t0)
+    timeline("R5", "K1-only image denied (propagation)", propagation=round(took, 3))
+    denied_with(record("R5", adm.try_pod(ns, k1.by_digest), "denied"), "no matching signatures")
+    admitted(record("R5", adm.try_pod(ns, k2.by_digest), "admitted"))
+    denied_with(record("R5", adm.try_pod(ns, unsigned.by_digest), "denied"), "no signatures found")
+
+
+@pytest.mark.case("R6")
+@pytest.mark.spec(f"{KV}: a new K1 signature after retirement is denied")
+def test_r6_retired_key_signs_again(adm, ns, keys, publish, policy, record, timeline):
+    policy([keys["K2"]], count=1)
+    img = publish("late", sign_with=[keys["K1"]])
+    denied_with(record("R6", adm.try_pod(ns, img.by_digest), "denied"), "no matching signatures")
+    timeline("R6", "new K1 signature denied after retirement")
+
+
+@pytest.mark.case("R7")
+@pytest.mark.spec(f"{KV} and cosign verify: K1 legacy + K2 bundle on one digest")
+def test_r7_mixed_formats(adm, ns, keys, publish, policy, record, ci, stack, area, tmp_path, timeline):
+    img = publish("mixed", sign_with=[keys["K1"]])
+    signing.sign_bundle(ci, img.repo, img.digest, keys["K2"])
+    ref = [f"{stack.registry_host}/{area}/*"]
+    expectations = [
+        ("Cosign", "K1", True), ("Cosign", "K2", False), ("SigstoreBundle", "K2", True), ("SigstoreBundle", "K1", False),
+    ]
+    for vtype, key, want in expectations:
+        policy([keys[key]], verify_type=vtype, references=ref)
+        out = record("R7", adm.try_pod(ns, img.by_digest), "admitted" if want else "denied")
+        assert out.admitted == want, f"type {vtype} with {key}: expected {'admitted' if want else 'denied'}: {out.message}"
+        timeline("R7", f"type {vtype} [{key}]: {'admitted' if want else 'denied'}")
+    pub1 = _pub(tmp_path, keys["K1"], "k1")
+    auto = _cosign(stack, "verify", "--key", str(pub1), "--insecure-ignore-tlog=true", img.by_digest)
+    assert auto.returncode != 0, "cosign verify --key K1 sees only the K2 bundle and must fail"
+    legacy = _cosign(stack, "verify", "--key", str(pub1), "--insecure-ignore-tlog=true", "--new-bundle-format=false", img.by_digest)
+    assert legacy.returncode == 0, f"with --new-bundle-format=false the K1 legacy signature verifies: {legacy.stderr[-400:]}"
+
+
+# ----------------------------------------------------------------------------------------------
+# the verification cache (useCache: true, TTL from the scenario: components.admission.cache_ttl)
+
+
+def _ttl_seconds(scenario) -> float:
+    ttl = scenario.components.admission.cache_ttl
+    return float(ttl[:-1]) * {"s": 1, "m": 60, "h": 3600}[ttl[-1]]
+
+
+@pytest.mark.case("R8")
+@pytest.mark.spec("Kyverno docs, verify-images cache: signature changes are not seen until the entry expires")
+def test_r8_cache_hides_deleted_signatures_until_ttl(adm, ns, keys, publish, policy, record, ci, scenario, timeline):
+    ttl = _ttl_seconds(scenario)
+    policy([keys["K1"]], use_cache=True)
+    img = publish("cached", sign_with=[keys["K1"]])
+    warmed = time.monotonic()
+    admitted(record("R8", adm.try_pod(ns, img.by_digest), "admitted"))
+    _delete_signatures(ci, img.repo, img.digest)
+    timeline("R8", "signatures deleted, cache warm")
+    admitted(record("R8", adm.try_pod(ns, img.by_digest), "admitted"))  # documented: the cache still answers
+    assert time.monotonic() - warmed < ttl, "the second pod must be checked within the TTL"
+    took = enforce_time(adm, ns, img.by_digest, False, warmed, timeout=ttl + 60)
+    timeline("R8", "denied after the cache entry expired", propagation=round(took, 3))
+    assert took >= ttl * 0.9, f"denied after {took:.1f}s, before the {ttl:.0f}s TTL"
+
+
+@pytest.mark.case("R9")
+@pytest.mark.spec("Kyverno verify-images cache key includes the policy resourceVersion: a policy edit re-verifies")
+def test_r9_policy_edit_invalidates_cache(adm, ns, keys, publish, policy, record, ci, timeline):
+    policy([keys["K1"]], use_cache=True)
+    img = publish("cached", sign_with=[keys["K1"]])
+    admitted(adm.try_pod(ns, img.by_digest))
+    _delete_signatures(ci, img.repo, img.digest)
+    t0 = time.monotonic()
+    policy([keys["K1"]], use_cache=True, timeout_seconds=14)  # any edit bumps resourceVersion
+    took = enforce_time(adm, ns, img.by_digest, False, t0)
+    timeline("R9", "policy edited: re-verified and denied", propagation=round(took, 3))
+    denied_with(record("R9", adm.try_pod(ns, img.by_digest), "denied"), "no signatures found")
+
+
+@pytest.mark.case("R10")
+@pytest.mark.spec("GHSA-2r43-6962-xcw5: a tag moved to an unsigned digest within the cache TTL must be denied")
+def test_r10_tag_moved_within_ttl_is_denied(adm, ns, keys, publish, policy, record, timeline):
+    policy([keys["K1"]], use_cache=True)
+    signed = publish("app", tag="stable", sign_with=[keys["K1"]])
+    admitted(adm.try_pod(ns, signed.by_tag))
+    moved = publish("app", tag="stable")
+    timeline("R10", "tag moved to an unsigned digest, cache warm")
+    out = record("R10", adm.try_pod(ns, moved.by_tag), "denied")
+    denied_with(out, "no signatures found")
