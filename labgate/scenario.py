@@ -118,9 +118,33 @@ class AccessPolicy(_Strict):
     actions: list[Action]
 
 
+AccessAction = Literal["catalog", "pull", "tags", "push", "delete", "apikey", "oidc-login"]
+
+
+class AccessOverride(_Strict):
+    """A cell whose expectation is not what the policies imply (say why)."""
+
+    identity: str
+    action: AccessAction
+    repository: str | None = None
+    expect: Literal["allow", "deny"]
+    why: str
+
+
+class AccessTable(_Strict):
+    """The truth table the access suite expands: identities × actions × repositories."""
+
+    repositories: list[str]
+    identities: list[str]
+    actions: list[AccessAction] = ["catalog", "pull", "tags", "push", "delete", "apikey", "oidc-login"]
+    overrides: list[AccessOverride] = []
+    invalid_credentials: bool = Field(default=True, description="add rows for a wrong password and an unknown user")
+
+
 class Access(_Strict):
     policies: list[AccessPolicy] = []
     anonymous_read: list[str] = Field(default=[], description="repository globs anyone may read")
+    table: AccessTable | None = None
 
 
 class OciSuiteOptions(_Strict):
@@ -180,6 +204,14 @@ class Scenario(_Strict):
                     raise ValueError(f"access.policies[{i}].groups: group {g!r} is not declared in identities.groups")
             if not pol.users and not pol.groups:
                 raise ValueError(f"access.policies[{i}]: names neither users nor groups")
+        table = self.access.table
+        if table is not None:
+            for i, ident in enumerate(table.identities):
+                if ident != "anonymous" and ident not in names:
+                    raise ValueError(f"access.table.identities[{i}]: {ident!r} is not declared in identities (or 'anonymous')")
+            for i, ov in enumerate(table.overrides):
+                if ov.identity != "anonymous" and ov.identity not in names:
+                    raise ValueError(f"access.table.overrides[{i}].identity: {ov.identity!r} is not declared in identities")
         return self
 
     def robot(self, name: str) -> Robot:

@@ -30,6 +30,7 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;background:#f6f8fa;pa
 .note{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:8px 12px;margin:6px 0}
 .bar{display:inline-block;height:10px;background:#0969da;border-radius:2px;vertical-align:middle}
 .muted{color:#57606a}
+table.grid td,table.grid th{overflow-wrap:normal;font-size:12px;padding:4px 6px}
 a{color:#0969da}
 """
 
@@ -117,6 +118,9 @@ def render(d: dict[str, Any]) -> str:
         )
 
     tests = d.get("tests") or []
+    cells = [r for t in tests for r in (t.get("extra") or {}).get("access", [])]
+    if cells:
+        parts.append(_access_grid(cells))
     adm_rows = [r for t in tests for r in (t.get("extra") or {}).get("admission", [])]
     if adm_rows:
         rows = []
@@ -149,3 +153,38 @@ def render(d: dict[str, Any]) -> str:
     parts.append("<section><h2>All results</h2>" + _table(["test", "verdict", "area", "spec clause", "time", "message"], rows, (4,)) + "</section>")
     parts.append("</main>")
     return f"<!doctype html><html lang=en><head><meta charset=utf-8><title>labgate {escape(d['run_id'])}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
+
+
+def _access_grid(cells: list[dict[str, Any]]) -> str:
+    """The truth table as a grid: one row per identity and credential, one column per action and
+    repository; each cell shows expected/observed and the answer, mismatches marked."""
+    rows = list(dict.fromkeys(c["row"] for c in cells))
+    order = ("catalog", "pull", "tags", "push", "delete", "apikey", "oidc-login")
+    cols = sorted(dict.fromkeys(c["column"] for c in cells),
+                  key=lambda col: (order.index(col.split()[0]) if col.split()[0] in order else 99, col))
+    by = {(c["row"], c["column"]): c for c in cells}
+    head = "<tr><th>identity</th>" + "".join(f"<th>{escape(col)}</th>" for col in cols) + "</tr>"
+    body = []
+    mismatches = 0
+    for r in rows:
+        tds = [f"<td><b>{escape(r)}</b></td>"]
+        for col in cols:
+            c = by.get((r, col))
+            if c is None:
+                tds.append('<td class="muted">-</td>')
+                continue
+            if c["observed"] == "skip":
+                tds.append(f'<td title="{escape(c["why"])}"><span class="muted">{escape(c["expected"])} / skipped</span></td>')
+                continue
+            ok = c["expected"] == c["observed"]
+            mismatches += not ok
+            color = COLORS["pass"] if ok else COLORS["fail"]
+            mark = "" if ok else " ✗"
+            tds.append(f'<td title="{escape(c["why"])}" style="border-left:3px solid {color}">'
+                       f'{escape(c["expected"])} / <b>{escape(c["observed"])}</b>{mark}<br><span class="muted">{escape(c["answer"])}</span></td>')
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    note = (f'<p><b style="color:{COLORS["fail"]}">{mismatches} cell(s) where observed differs from expected</b></p>' if mismatches
+            else "<p>every cell that ran matched its expectation</p>")
+    return ("<section><h2>Access truth table (expected / observed)</h2>" + note
+            + f'<table class="grid"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
+            + '<p class="muted">hover a cell for the policy that decides it; skipped cells say why in the skip list below</p></section>')

@@ -110,6 +110,9 @@ def test_delete_mounted_blob(oci, new_repo, attach_log, verdict, algorithm):
     if m.status_code == 202:
         verdict.unsupported(f"cross-repository mount of a {algorithm} blob is not done (202: a new upload): {evidence(m)}")
     assert m.status_code == 201, f"mount: {evidence(m)}"
+    if oci.head_blob(target, dgst).status_code != 200:
+        pytest.skip(f"precondition not met: the {algorithm} mount answered 201 but linked nothing, so deleting it "
+                    "cannot be judged (that failure is test_sha512_blob_mount's)")
     r = oci.delete_blob(target, dgst)
     _deletion_disabled(verdict, r, "blob deletion")
     assert r.status_code == 202, f"DELETE of a mounted blob MUST answer 202 Accepted: {evidence(r)}"
