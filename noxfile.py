@@ -13,7 +13,7 @@ SCENARIO = os.environ.get("LABGATE_SCENARIO", "scenarios/local.yaml")
 # Ctrl-C: give pytest time to tear the stack down before nox escalates to SIGTERM/SIGKILL
 STOP = {"interrupt_timeout": 120.0, "terminate_timeout": 60.0}
 # what the default local stack needs; the first run builds them, later runs reuse the cache
-COMPONENTS = ("distribution", "cosign", "etcd", "kube-apiserver", "kyverno", "allure")
+COMPONENTS = ("distribution", "cosign", "etcd", "kube-apiserver", "kyverno", "pocket-id", "allure")
 
 
 def _install(session: nox.Session) -> None:

@@ -19,6 +19,7 @@ _PATTERNS = [
     (re.compile(r"(?i)(\"?authorization\"?\s*[:=]\s*\"?)(basic|bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1\2 <redacted>"),
     (re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S), r"<redacted \1private key>"),
     (re.compile(r"\bzak_[0-9a-f]{16,}\b"), "zak_<redacted>"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), "<redacted jwt>"),
 ]
 
 MIN_SECRET_LEN = 6

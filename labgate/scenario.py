@@ -62,12 +62,20 @@ class AdmissionComponent(_Strict):
     cache_ttl: str = Field(default="30s", pattern=r"^\d+(s|m|h)$", description="imageVerifyCacheTTLDuration")
 
 
+class IdentityComponent(_Strict):
+    """The OpenID Connect provider humans log in through."""
+
+    kind: Literal["pocket-id"] = "pocket-id"
+    version: str | None = None
+
+
 class Components(_Strict):
     registry: RegistryComponent = RegistryComponent()
     conformance: ToolComponent = ToolComponent()
     kubernetes: KubernetesComponent | None = None
     admission: AdmissionComponent | None = None
     signer: ToolComponent | None = None
+    identity: IdentityComponent | None = None
 
 
 class Robot(_Strict):

@@ -47,6 +47,9 @@ class Stack:
     registry_kind: str = ""
     registry_url: str = ""
     credentials: dict[str, str] = field(default_factory=dict, repr=False)  # account or label -> secret
+    issuer_url: str = ""
+    oidc_redirects: dict[str, str] = field(default_factory=dict)  # client id -> its registered redirect URI
+    humans: dict[str, str] = field(default_factory=dict)  # username -> Pocket ID user id
     kubeconfig: str = ""
     kube_url: str = ""
     capabilities: list[str] = field(default_factory=list)

@@ -20,9 +20,10 @@ def test_registered_secret_and_its_encodings_are_redacted():
 
 
 def test_patterns_catch_unregistered_secrets():
-    text = "Authorization: Bearer eyJhbGciOi.abc.def\nkey zak_0123456789abcdef0123456789abcdef\n-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----"
+    text = "Authorization: Bearer eyJhbGciOi.abc.def\nkey zak_0123456789abcdef0123456789abcdef\nid_token=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz\n-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----"
     out = redact.redact(text)
     assert "eyJhbGciOi" not in out and "0123456789abcdef0123" not in out and "MHc" not in out
+    assert "eyJzdWIiOiJhbGljZSJ9" not in out
 
 
 def test_short_values_are_not_registered():

@@ -102,3 +102,15 @@ def test_pytest_exits_2_on_a_malformed_scenario(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"{bad}: provder: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_pytest_with_a_missing_binary_names_the_fix(tmp_path):
+    sc = tmp_path / "zot.yaml"
+    sc.write_text("name: zot-only\ncomponents:\n  registry:\n    kind: zot\nsuites: [oci]\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "ZOT_BIN"}
+    proc = _run(["-m", "pytest", "suites/", "--scenario", str(sc), "-q", "--labgate-reports", str(tmp_path / "r"), "--labgate-no-html"], env=env)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "zot binary not available: set ZOT_BIN" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    summary = next((tmp_path / "r").glob("*/index.html")).read_text()
+    assert "zot binary not available: set ZOT_BIN" in summary, "the report says why the run did not start"

@@ -61,8 +61,11 @@ def render_zot_config(
     htpasswd_path: str,
     external_url: str | None = None,
     log_level: str = "info",
+    issuer: str | None = None,
+    oidc_credentials_path: str | None = None,
+    session_keys_path: str | None = None,
 ) -> dict[str, Any]:
-    """zot's config.json for the scenario."""
+    """zot's config.json for the scenario; with ``issuer``, humans log in through OpenID Connect."""
     http: dict[str, Any] = {
         "address": address,
         "port": str(port),
@@ -70,6 +73,15 @@ def render_zot_config(
         "externalUrl": external_url or f"http://{address}:{port}",
         "auth": {"htpasswd": {"path": htpasswd_path}, "apikey": True, "failDelay": 0},
     }
+    if issuer:
+        http["auth"]["openid"] = {"providers": {"oidc": {
+            "name": "Pocket ID",
+            "issuer": issuer,
+            "credentialsFile": oidc_credentials_path,
+            "scopes": ["openid", "profile", "email", "groups"],
+            "claimMapping": {"username": "preferred_username", "groups": "groups"},
+        }}}
+        http["auth"]["sessionKeysFile"] = session_keys_path
     if scenario.access.policies or scenario.access.anonymous_read:
         http["accessControl"] = zot_access_control(scenario)
     return {

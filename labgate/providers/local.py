@@ -8,6 +8,7 @@ SIGTERM, and copies each component's log, redacted, into the report directory.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -87,7 +88,10 @@ class LocalProvider:
         kind, tool = self._choose_registry(stack)
         stack.timings["toolchain"] = round(time.monotonic() - t0, 3)
 
-        self._start_registry(stack, kind, tool)
+        registry_port = free_port()
+        if sc.components.identity is not None:
+            self._start_pocket_id(stack, registry_port if kind == "zot" else None)
+        self._start_registry(stack, kind, tool, registry_port)
         if sc.components.kubernetes is not None:
             self._start_kubernetes(stack)
         if sc.components.admission is not None:
@@ -96,10 +100,10 @@ class LocalProvider:
         checkpoint.reached("stack-ready", state=stack.state_file, pids=[m.pid for _, m in self.procs], ports=self.ports())
         return stack
 
-    def _secret(self, label: str) -> str:
+    def _secret(self, label: str, nbytes: int = 18) -> str:
         """A random secret for this run, registered for redaction and kept in the state file only."""
         assert self.stack is not None
-        self.stack.credentials[label] = new_secret(label)
+        self.stack.credentials[label] = new_secret(label, nbytes)
         return self.stack.credentials[label]
 
     def ports(self) -> list[int]:
@@ -118,21 +122,72 @@ class LocalProvider:
             _unavailable(dist)
         return "distribution", dist
 
-    def _start_registry(self, stack: Stack, kind: str, tool: toolchain.Resolved) -> None:
+    def _start_pocket_id(self, stack: Stack, zot_port: int | None) -> None:
+        """Pocket ID first: zot reads the issuer's discovery document at start-up and exits without it."""
+        from labgate.components import pocketid as pid
+
+        assert self._run_dir is not None
+        tool = toolchain.resolve("pocket-id")
+        if not tool.available:
+            stack.skipped_components["pocket-id"] = tool.reason
+            return
+        d = self._run_dir / "pocket-id"
+        d.mkdir(parents=True)
+        port, actors = free_port(), free_port()
+        app_url = f"http://localhost:{port}"  # its own host name: cookies ignore ports, and zot is 127.0.0.1
+        env = pid.env(app_url=app_url, port=port, actors_port=actors, data_dir=str(d), encryption_key=self._secret("pocket-id:encryption-key"))
+
+        def healthy() -> bool:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code in (200, 204)
+
+        stack.components.append(self._start("identity", "pocket-id", tool, [tool.path], d / "pocket-id.log", healthy,
+                                            ports={"http": port, "actors": actors}, url=app_url, env=env, cwd=d))
+        t0 = time.monotonic()
+        zot_url = f"http://127.0.0.1:{zot_port}" if zot_port else None
+        clients: dict[str, dict] = {}
+        rp_redirect = f"http://127.0.0.1:{free_port()}/callback"  # registered, never served: tests read Location
+        if zot_url:
+            clients[pid.ZOT_CLIENT] = {"callbackURLs": [f"{zot_url}/zot/auth/callback/oidc"], "logoutCallbackURLs": [f"{zot_url}/login"],
+                                       "pkceEnabled": False, "skipConsent": True}
+        clients[pid.RP_CLIENT] = {"callbackURLs": [rp_redirect], "pkceEnabled": False, "skipConsent": False}
+        clients[pid.PKCE_CLIENT] = {"callbackURLs": [rp_redirect], "pkceEnabled": True, "skipConsent": True}
+        humans = list(self.scenario.identities.humans)
+        groups = sorted({g for h in humans for g in h.groups})
+        boot = pid.bootstrap(f"http://127.0.0.1:{port}", groups=groups, humans=humans, clients=clients)
+        stack.timings["pocket-id-bootstrap"] = round(time.monotonic() - t0, 3)
+        stack.credentials["pocket-id:api-key"] = boot.api_key
+        for cid, secret in boot.clients.items():
+            stack.credentials[f"oidc:{cid}"] = secret
+        stack.oidc_redirects = {cid: spec["callbackURLs"][0] for cid, spec in clients.items()}
+        stack.humans = boot.users
+        stack.issuer_url = app_url
+        stack.capabilities = sorted(set(stack.capabilities) | {"identity.pocket-id"})
+
+    def _start_registry(self, stack: Stack, kind: str, tool: toolchain.Resolved, port: int) -> None:
         assert self._run_dir is not None
         d = self._run_dir / "registry"
         (d / "data").mkdir(parents=True)
-        port = free_port()
         htpasswd = d / "htpasswd"
         htpasswd.write_text(reg.htpasswd(stack.credentials))
         url = f"http://127.0.0.1:{port}"
         if kind == "zot":
             cfg = d / "config.json"
+            oidc: dict = {}
+            if stack.issuer_url and "oidc:zot" in stack.credentials:
+                creds = d / "oidc-credentials.json"
+                creds.write_text(json.dumps({"clientid": "zot", "clientsecret": stack.credentials["oidc:zot"]}))
+                keys = d / "session-keys.json"
+                keys.write_text(json.dumps({"hashKey": self._secret("zot:session-hash-key", 48), "encryptKey": self._secret("zot:session-encrypt-key", 24)[:32]}))
+                for f in (creds, keys):
+                    f.chmod(0o600)
+                oidc = {"issuer": stack.issuer_url, "oidc_credentials_path": str(creds), "session_keys_path": str(keys)}
             cfg.write_text(reg.dumps(reg.render_zot_config(
-                self.scenario, address="127.0.0.1", port=port, root_dir=str(d / "data"), htpasswd_path=str(htpasswd),
+                self.scenario, address="127.0.0.1", port=port, root_dir=str(d / "data"), htpasswd_path=str(htpasswd), **oidc,
             )))
             cmd = [tool.path, "serve", str(cfg)]
             caps = ["registry", "registry.zot", "registry.auth", "registry.delete", "registry.api-keys"]
+            if oidc:
+                caps.append("registry.oidc-login")
             if self.scenario.access.policies:
                 caps.append("registry.access-control")
         else:
@@ -258,9 +313,9 @@ class LocalProvider:
 
     def _start(self, name: str, kind: str, tool: toolchain.Resolved, cmd: list[str], log: Path,
                healthy: Callable[[], bool], *, ports: dict[str, int], url: str = "", env: dict[str, str] | None = None,
-               timeout: float = HEALTH_TIMEOUT) -> ComponentState:
+               timeout: float = HEALTH_TIMEOUT, cwd: Path | None = None) -> ComponentState:
         t0 = time.monotonic()
-        m = Managed(name, cmd, log, env=env or {}, die_with_parent=not self.detached).start()
+        m = Managed(name, cmd, log, env=env or {}, cwd=cwd, die_with_parent=not self.detached).start()
         self.procs.append((name, m))
         checkpoint.reached(f"component-started-{name}", pid=m.pid, ports=list(ports.values()))
         wait_until(healthy, timeout=timeout, what=f"{name} ({kind}) at {url or ports}", abort=lambda: _port_clash(m) or m.exited())

@@ -65,10 +65,13 @@ def _probe_version(path: str, args: tuple[str, ...]) -> str:
         return ""
     raw = (out.stdout or out.stderr).strip()
     if raw.startswith("{"):
-        try:
-            info = json.loads(raw.splitlines()[0])
-        except ValueError:
-            info = {}
+        info: dict = {}
+        for candidate in (raw, raw.splitlines()[0]):
+            try:
+                info = json.loads(candidate)
+                break
+            except ValueError:
+                continue
         if info.get("gitVersion"):  # cosign version --json
             return str(info["gitVersion"])[:120]
         if "distribution-spec" in info:  # zot --version logs one JSON line
@@ -281,6 +284,9 @@ def install(name: str, *, force: bool = False) -> Resolved:
         found = resolve(name)
         if found.available or t.prebuilt_only:
             return found
+        refused = _failure_record(t)
+        if re.search(r"\b(403 Forbidden|410 Gone)\b|not available", refused):
+            return found  # the registry said no; asking again gives the same answer (--force retries)
     d = _tool_dir(t)
     d.mkdir(parents=True, exist_ok=True)
     log = d / "install.log"

@@ -192,6 +192,26 @@ TOOLS: dict[str, Tool] = {
             unavailable="set KYVERNO_BIN (and KYVERNO_CRDS to its config/crds directory)",
         ),
         Tool(
+            name="pocket-id",
+            version="v2.14.0",
+            binary="pocket-id",
+            env="POCKET_ID_BIN",
+            purpose="Pocket ID, the OpenID Connect provider (API only: the web UI is in no package registry)",
+            path_names=("pocket-id",),
+            version_args=("version",),
+            methods=(
+                GoWrapper(
+                    "github.com/pocket-id/pocket-id/backend",
+                    "v0.0.0-20260818200753-552126622720",  # the pseudo-version of the v2.14.0 release commit
+                    packages=("github.com/pocket-id/pocket-id/backend/cmd",),
+                    replaces=("github.com/ory/fosite=github.com/pocket-id/fosite@v1.3.0",),
+                    tags="exclude_frontend",
+                    ldflags="-X github.com/pocket-id/pocket-id/backend/internal/common.Version=2.14.0",
+                ),
+            ),
+            unavailable="set POCKET_ID_BIN to a Pocket ID v2.14 backend binary (built with -tags exclude_frontend)",
+        ),
+        Tool(
             name="allure",
             version="3.18.0",
             binary="allure",
