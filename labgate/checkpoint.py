@@ -20,7 +20,7 @@ def reached(phase: str, **info: object) -> None:
     if d:
         p = Path(d)
         p.mkdir(parents=True, exist_ok=True)
-        tmp = p / f".{phase}.tmp"
+        tmp = p / f".{phase}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps({"phase": phase, "pid": os.getpid(), **info}))
         tmp.replace(p / f"{phase}.json")
     if os.environ.get("LABGATE_CHECKPOINT_HOLD") == phase:

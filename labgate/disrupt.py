@@ -17,15 +17,33 @@ from labgate.process import Managed, stop_pid, wait_until
 from labgate.stack import Stack
 
 
-def stop(stack: Stack, name: str) -> None:
+def _current(stack: Stack, name: str):
+    """The component as the state file has it now: another worker may have restarted it."""
+    fresh = Stack.load(stack.state_file).component(name)
     c = stack.component(name)
+    c.pid = fresh.pid
+    return c
+
+
+def stop(stack: Stack, name: str) -> None:
+    c = _current(stack, name)
     stop_pid(c.pid)
+    if requests_up(c.url):
+        raise StackError(f"{name} still answers at {c.url} after it was stopped")
     c.pid = 0
     stack.save(stack.state_file)
 
 
+def requests_up(url: str) -> bool:
+    try:
+        requests.get(url + "/v2/", timeout=1)
+    except requests.ConnectionError:
+        return False
+    return True
+
+
 def start(stack: Stack, name: str, health_path: str = "/v2/", timeout: float = 60.0) -> None:
-    c = stack.component(name)
+    c = _current(stack, name)
     if not c.cmd:
         raise StackError(f"{name}: its start command is not recorded; it cannot be restarted by this provider")
     m = Managed(name, c.cmd, Path(c.log)).start()

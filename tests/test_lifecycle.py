@@ -123,7 +123,7 @@ def test_missing_binary_gives_the_fix_and_starts_nothing(tmp_path):
     assert not _leftovers(run_id)
 
 
-@pytest.mark.parametrize("hold", ["component-started-registry", "suite-started-oci"])
+@pytest.mark.parametrize("hold", ["component-started-registry", "suite-started"])
 def test_sigterm_to_pytest_tears_down(tmp_path, hold):
     run_id = "term-" + uuid.uuid4().hex[:6]
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "suites/oci", "--scenario", "scenarios/local.yaml", "-q",
@@ -151,7 +151,7 @@ def _nox_e2e(tmp_path: Path, run_id: str, hold: str) -> tuple[subprocess.Popen, 
     return proc, out
 
 
-@pytest.mark.parametrize("hold", ["component-started-registry", "suite-started-oci"])
+@pytest.mark.parametrize("hold", ["component-started-registry", "suite-started"])
 def test_ctrl_c_to_nox_e2e_leaves_no_process_and_no_port(tmp_path, hold):
     """SIGINT to `nox -s e2e` (its whole process group, like a terminal's Ctrl-C) during stack
     start-up and during a suite: the stack is torn down completely."""
@@ -184,7 +184,7 @@ def test_no_secret_reaches_any_artifact(tmp_path):
                              cwd=ROOT, capture_output=True, text=True, timeout=900)
     finally:
         subprocess.run([*cli, "stack", "down", "--state", state], cwd=ROOT, capture_output=True, timeout=120)
-    assert "reports written" in run.stderr, run.stderr[-2000:]
+    assert run.returncode in (0, 1) and "reports written" in run.stdout + run.stderr, (run.stdout + run.stderr)[-2000:]
     import base64
 
     secrets = {}

@@ -155,6 +155,22 @@ class Admission:
         return Outcome("Deployment", name, image, True, stored_image=dep.spec.template.spec.containers[0].image,
                        seconds=time.monotonic() - t0)
 
+    def wait_webhook(self, webhook: str, timeout: float = 60.0) -> float:
+        """Wait until Kyverno has registered ``webhook`` (e.g. validate.kyverno.svc-ignore) with rules:
+        a policy's Ready condition does not say that every webhook configuration has caught up."""
+        from labgate.process import wait_until
+
+        adm = self.kc.AdmissionregistrationV1Api(self.api)
+        t0 = time.monotonic()
+
+        def registered() -> bool:
+            cfgs = adm.list_validating_webhook_configuration(label_selector=kv.MANAGED_BY).items
+            cfgs += adm.list_mutating_webhook_configuration(label_selector=kv.MANAGED_BY).items
+            return any(w.name == webhook and w.rules for c in cfgs for w in (c.webhooks or []))
+
+        wait_until(registered, timeout=timeout, what=f"Kyverno webhook {webhook}", interval=0.2)
+        return time.monotonic() - t0
+
     def webhook_configurations(self) -> list[str]:
         adm = self.kc.AdmissionregistrationV1Api(self.api)
         names = [c.metadata.name for c in adm.list_mutating_webhook_configuration(label_selector=kv.MANAGED_BY).items]

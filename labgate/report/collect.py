@@ -54,7 +54,11 @@ def _short(longrepr: Any) -> str:
     crash = getattr(longrepr, "reprcrash", None)
     if crash is not None:
         return str(crash.message)
-    return str(longrepr).strip().splitlines()[-1] if str(longrepr).strip() else ""
+    lines = str(longrepr).strip().splitlines()
+    errors = [ln[1:].strip() for ln in lines if ln.startswith("E ")]
+    if errors:
+        return " ".join(errors[:3])[:1000]
+    return lines[-1] if lines else ""
 
 
 class RunRecorder:
