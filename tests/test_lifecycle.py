@@ -205,3 +205,36 @@ def test_no_secret_reaches_any_artifact(tmp_path):
         assert not re.search(r"\bzak_[0-9a-f]{32}\b", data), f"a zot API key in {p}"
         assert not re.search(r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}", data), f"a JWT in {p}"
     assert redacted_markers > 0, "the exchange logs carried credentials, redacted at the source"
+
+
+def test_kyverno_webhooks_are_deleted_before_the_apiserver_stops(tmp_path):
+    """Kyverno leaves its webhook configurations behind; teardown deletes them while the apiserver
+    still answers, then stops it."""
+    for name in ("etcd", "kube-apiserver", "kyverno"):
+        if not toolchain.resolve(name).available:
+            pytest.skip(f"{name} not available (fix: labgate tools install {name})")
+    from labgate.clients.kube import Admission
+    from labgate.providers import local
+    from labgate.scenario import parse_scenario
+
+    sc = parse_scenario({"name": "kyverno-teardown", "components": {"kubernetes": {}, "admission": {}},
+                         "identities": {"robots": [{"name": "ci-robot"}]}, "suites": ["admission"]}, "inline")
+    provider = local.LocalProvider(sc, run_id="wh-" + uuid.uuid4().hex[:6], report_dir=str(tmp_path / "r"))
+    stack = provider.up()
+    seen: dict[str, list[str]] = {}
+    try:
+        adm = Admission(stack.kubeconfig)
+        wait_until(adm.webhook_configurations, timeout=60, what="Kyverno's webhook configurations")
+        seen["before"] = adm.webhook_configurations()
+        original = provider.after_stop["kyverno"]
+
+        def observed() -> None:
+            original()
+            seen["after"] = adm.webhook_configurations()  # the apiserver is still up here
+
+        provider.after_stop["kyverno"] = observed
+    finally:
+        provider.down()
+    assert seen["before"], "Kyverno registered webhook configurations"
+    assert seen["after"] == [], f"left behind: {seen['after']}"
+    _assert_clean(stack.run_id, [c.pid for c in stack.components], [p for c in stack.components for p in c.ports.values()])

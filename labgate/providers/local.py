@@ -431,6 +431,13 @@ def stop_stack(stack: Stack) -> None:
 
     for c in reversed(stack.components):
         stop_pid(c.pid)
+        if c.name == "kyverno" and stack.kubeconfig:
+            try:
+                from kubernetes import config as kconfig
+
+                _delete_kyverno_webhooks(kconfig.new_client_from_config(stack.kubeconfig))
+            except Exception as exc:  # noqa: BLE001 - the apiserver's data goes with the run directory anyway
+                print(f"labgate: teardown of kyverno: {redact.redact(str(exc))}", file=sys.stderr)
     logdir = Path(stack.report_dir) / "logs"
     for c in stack.components:
         try:

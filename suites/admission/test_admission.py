@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from labgate import disrupt, signing
+from labgate import disrupt, redact, signing
 from suites.admission.conftest import admitted, denied_with
 
 pytestmark = [pytest.mark.requires("kubernetes", "admission.kyverno"), pytest.mark.area("admission")]
@@ -21,6 +21,37 @@ def test_a1_signed_digest_is_admitted(adm, ns, keys, publish, policy, record):
     out = record("A1", adm.try_pod(ns, img.by_digest), "admitted")
     admitted(out)
     assert out.annotations.get("kyverno.io/verify-images", "").find("pass") >= 0, out.annotations
+
+
+@pytest.mark.case("A1")
+@pytest.mark.spec(f"{KV}: a digest signed by the real cosign CLI with the trusted key")
+def test_a1_cosign_signed_digest_is_admitted(adm, ns, keys, publish, policy, record, stack, tmp_path):
+    """The lab's CI runs the cosign CLI: its signature, made with a key the harness wrote in cosign's
+    encrypted format, is admitted; the harness verifies it too."""
+    import os
+    import subprocess
+
+    from labgate import toolchain
+
+    tool = toolchain.resolve("cosign")
+    if not tool.available:
+        pytest.skip(f"cosign not available: {tool.reason} (fix: labgate tools install cosign)")
+    policy([keys["K1"]])
+    img = publish("app")
+    key_file = tmp_path / "cosign.key"
+    key_file.write_bytes(keys["K1"].to_cosign_pem(""))
+    proc = subprocess.run(
+        [tool.path, "sign", "-y", "--key", str(key_file), "--tlog-upload=false", "--use-signing-config=false",
+         "--new-bundle-format=false", "--allow-http-registry", "--registry-username", "ci-robot",
+         "--registry-password", stack.password("ci-robot"), img.by_digest],
+        env={**os.environ, "COSIGN_PASSWORD": "", "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, f"cosign sign failed: {redact.redact(proc.stderr[-400:])}"
+    from labgate.clients.oci import OciClient
+
+    reader = OciClient(stack.registry_url, ("readonly-robot", stack.password("readonly-robot")))
+    assert signing.verify_legacy(reader, img.repo, img.digest, keys["K1"].public_pem()), "the harness verifies cosign's signature"
+    admitted(record("A1", adm.try_pod(ns, img.by_digest), "admitted"))
 
 
 @pytest.mark.case("A2")
