@@ -24,9 +24,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlparse
+from urllib.parse import parse_qs, quote, urljoin, urlparse
 
-import jwt
 import requests
 from requests.cookies import RequestsCookieJar
 
@@ -102,9 +101,12 @@ class Browser(requests.Session):
     def log_text(self) -> str:
         return f"# {self.label}\n" + "\n".join(e.render() for e in self.exchanges)
 
-    def cookie(self, name: str) -> str | None:
+    def cookie(self, name: str, url: str | None = None) -> str | None:
+        """A cookie's value, optionally only one set by ``url``'s host (zot and Pocket ID both may
+        use the name ``session``; the jar stores a dotless host such as localhost as localhost.local)."""
+        host = urlparse(url).hostname if url else None
         for c in self.cookies:
-            if c.name == name:
+            if c.name == name and (host is None or c.domain in (host, host + ".local")):
                 return c.value
         return None
 
@@ -186,7 +188,7 @@ def discovery(issuer: str, *, fresh: bool = False) -> dict[str, Any]:
 def create_one_time_token(stack: Stack, user_id: str, ttl: str | int = "5m", *, via: Any = None) -> requests.Response:
     """Admin API: a one-time access ("login") code for the user. The token is registered."""
     r = (via or requests).post(f"{stack.issuer_url}/api/users/{user_id}/one-time-access-token", json={"ttl": ttl},
-                      headers=admin_headers(stack), timeout=TIMEOUT)
+                               headers=admin_headers(stack), timeout=TIMEOUT)
     if r.status_code == 201:
         redact.register(r.json().get("token"), "pocket-id-one-time-token")
     return r
@@ -309,9 +311,11 @@ def _register_secrets(resp: requests.Response) -> None:
         except ValueError:
             return
         if isinstance(body, dict):
-            for k in ("access_token", "id_token", "refresh_token", "token", "apiKey"):
+            labels = {"access_token": "oidc-access-token", "id_token": "oidc-id-token", "refresh_token": "oidc-refresh-token",
+                      "token": "pocket-id-token", "apiKey": "zot-api-key", "secret": "oidc-client-secret"}
+            for k, label in labels.items():
                 if isinstance(body.get(k), str):
-                    redact.register(body[k], f"oidc-{k}" if "token" in k else k)
+                    redact.register(body[k], label)
 
 
 def login(b: Browser, stack: Stack, params: dict[str, str]) -> AuthResult:
@@ -327,8 +331,6 @@ def token_request(stack: Stack, client_id: str, data: dict[str, str], *, auth: s
     body = dict(data)
     kw: dict[str, Any] = {}
     if auth == "basic":
-        from urllib.parse import quote
-
         kw["auth"] = (quote(client_id, safe=""), quote(secret, safe=""))
         redact.register_basic(quote(client_id, safe=""), quote(secret, safe=""), f"oidc-client-secret:{client_id}")
     elif auth == "post":
@@ -360,6 +362,8 @@ def verify_id_token(stack: Stack, id_token: str, client_id: str, *, nonce: str |
     JWKS: signature (an algorithm the provider announces, never ``none``), ``iss`` equal to the
     issuer, ``aud`` containing the client id, ``exp`` in the future, ``iat`` present and not in the
     future, and ``nonce`` equal to the one sent. Raises ``jwt.PyJWTError`` or AssertionError."""
+    import jwt  # PyJWT (with cryptography for RS256/ES256); imported here so that sessions and zot logins work without it
+
     disc = discovery(stack.issuer_url)
     algs = [a for a in disc.get("id_token_signing_alg_values_supported", ["RS256"]) if a != "none"]
     key = jwt.PyJWKClient(disc["jwks_uri"], cache_keys=False).get_signing_key_from_jwt(id_token)
@@ -375,8 +379,8 @@ def verify_id_token(stack: Stack, id_token: str, client_id: str, *, nonce: str |
 
 
 def userinfo(stack: Stack, access_token: str, *, via: Any = None) -> requests.Response:
-    return (via or requests).get(discovery(stack.issuer_url)["userinfo_endpoint"], headers={"Authorization": f"Bearer {access_token}"},
-                        timeout=TIMEOUT)
+    return (via or requests).get(discovery(stack.issuer_url)["userinfo_endpoint"],
+                                 headers={"Authorization": f"Bearer {access_token}"}, timeout=TIMEOUT)
 
 
 @dataclass
@@ -455,7 +459,8 @@ class ZotLogin:
 
     @property
     def ok(self) -> bool:
-        return self.callback is not None and self.callback.status_code in (201, 302) and bool(self.session.cookie("session"))
+        return (self.callback is not None and self.callback.status_code in (201, 302)
+                and bool(self.session.cookie("session", self.callback.url)))
 
 
 def zot_login_start(b: Browser, stack: Stack, *, callback_ui: str | None = None) -> requests.Response:
@@ -482,7 +487,7 @@ def zot_login_flow(stack: Stack, username: str, *, b: Browser | None = None, cal
         return out
     out.callback = b.get(cb)
     if out.ok:
-        out.identity = b.cookie("user") or username
+        out.identity = b.cookie("user", stack.registry_url) or username
         b.headers.update(ZOT_UI)  # session use requires it (zot pkg/api/authn.go tryAuthnHandlers)
     return out
 

@@ -8,9 +8,11 @@ the humans the scenario lists and the OIDC clients. Every secret is random per r
 for redaction the moment it exists.
 
 Cookies: Pocket ID (and zot's OIDC state cookie) are always ``Secure``, even over plain http, and
-Python's cookie jar never sends Secure cookies back over http. :func:`browser_session` handles that
-deliberately: like a browser, it treats loopback hosts as a secure context (Chromium does the same
-for http://localhost), and only loopback hosts.
+Python's cookie jar never sends Secure cookies back over http. The harness handles that
+deliberately (labgate.clients.oidc.Browser with :class:`LoopbackSecureCookiePolicy`): like a
+browser, it treats loopback hosts as a secure context (Chromium does the same for
+http://localhost), and only loopback hosts. The bootstrap itself needs no cookie: it reads the
+setup answer's access token and sends it as a bearer token.
 """
 
 from __future__ import annotations
@@ -40,12 +42,6 @@ class LoopbackSecureCookiePolicy(DefaultCookiePolicy):
         if cookie.secure and request.type == "http" and host in LOOPBACK:
             return True
         return super().return_ok_secure(cookie, request)
-
-
-def browser_session() -> requests.Session:
-    s = requests.Session()
-    s.cookies.set_policy(LoopbackSecureCookiePolicy())
-    return s
 
 
 def env(*, app_url: str, port: int, actors_port: int, data_dir: str, encryption_key: str) -> dict[str, str]:

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from labgate.access import Cell, expand
+from labgate.clients import oidc
 from labgate.clients.oci import OciClient, error_codes
 from labgate.stack import Stack
 
@@ -49,7 +50,62 @@ def seeded(stack: Stack, scenario) -> dict[str, tuple[str, OciClient]]:
     return out
 
 
+class _Humans:
+    """Human credentials, made once per human per test session: a zot session from the OIDC login
+    through Pocket ID, and a zak_ API key created through that session (revoked at the end)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.sessions: dict[str, oidc.Browser] = {}
+        self.keys: dict[str, tuple[str, str]] = {}  # human -> (key, key id)
+
+    def session(self, who: str) -> oidc.Browser:
+        if who not in self.sessions:
+            self.sessions[who] = oidc.zot_login(self.stack, who)  # sends X-ZOT-API-CLIENT: zot-ui from now on
+        return self.sessions[who]
+
+    def api_key(self, who: str) -> str:
+        if who not in self.keys:
+            r = oidc.zot_create_api_key(self.session(who), self.stack, f"labgate-access-{who}")
+            if r.status_code != 201:
+                raise AssertionError(f"{who} could not create a zot API key through the session: {r.status_code} {oidc.show(r.text)}")
+            self.keys[who] = (r.json()["apiKey"], r.json()["uuid"])
+        return self.keys[who][0]
+
+    def close(self) -> None:
+        for who, (_, key_id) in self.keys.items():
+            oidc.zot_revoke_api_key(self.session(who), self.stack, key_id)
+        for b in self.sessions.values():
+            oidc.zot_logout(b, self.stack)
+
+
+_HUMANS: list[_Humans] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _human_credentials(stack: Stack):
+    """Session-scoped cache of the humans' zot sessions and API keys (made on first use only)."""
+    humans = _Humans(stack)
+    _HUMANS.append(humans)
+    yield humans
+    _HUMANS.remove(humans)
+    humans.close()
+
+
+def _humans(stack: Stack) -> _Humans:
+    for h in _HUMANS:
+        if h.stack is stack:
+            return h
+    raise AssertionError("no human credential cache for this stack")
+
+
 def _client(stack: Stack, cell: Cell) -> OciClient:
+    if cell.credential == "session":
+        # the human's zot session (cookie) from the OIDC login, sent with X-ZOT-API-CLIENT: zot-ui
+        return OciClient(stack.registry_url, None, session=_humans(stack).session(cell.identity))
+    if cell.credential == "apikey":
+        # basic auth: the human's zot identity (preferred_username) and a zak_ key made through the session
+        return OciClient(stack.registry_url, (cell.identity, _humans(stack).api_key(cell.identity)))
     if cell.credential == "none":
         return OciClient(stack.registry_url, None)
     if cell.credential == "wrong-password":
@@ -103,7 +159,47 @@ def _perform(client: OciClient, cell: Cell, seeded: dict[str, tuple[str, OciClie
             if key_id:
                 client.request("DELETE", "/zot/auth/apikey", params={"id": key_id})
         return r
-    raise AssertionError(f"no way to perform {cell.action!r} here")  # oidc-login cells run in the OIDC suite
+    if cell.action == "oidc-login":
+        return _oidc_login(client, cell)
+    raise AssertionError(f"no way to perform {cell.action!r} here")
+
+
+def _oidc_login(client: OciClient, cell: Cell) -> requests.Response:
+    """The zot OIDC login (/zot/auth/login?provider=oidc → Pocket ID → zot's callback).
+
+    A human completes it: the answer is zot's callback, 201 with a session cookie. Anyone else has no
+    Pocket ID account: no one-time login can be minted for them (404 user_not_found), and the login
+    stops at Pocket ID's authenticate step (completing it answers 401 not_signed_in), so zot never
+    gets a callback; the answer is then what the registry says to the browser the attempt left
+    behind, which holds no zot session (401 with a Basic challenge)."""
+    stack = _HUMANS[-1].stack
+    if cell.identity in stack.humans:
+        res = oidc.zot_login_flow(stack, cell.identity)
+        client.exchanges.extend(res.session.exchanges)
+        if res.ok:
+            assert res.session.cookie("user", stack.registry_url) == cell.identity, f"zot's identity is {res.session.cookie('user')!r}"
+            oidc.zot_logout(res.session, stack)
+        return res.callback or (res.authorize.response if res.authorize else res.start)
+    b = oidc.browser(f"oidc-login attempt of {cell.identity}")
+    if cell.credential != "none":
+        found = b.get(f"{stack.issuer_url}/api/users", params={"search": cell.identity}, headers=oidc.admin_headers(stack))
+        assert found.status_code == 200 and not [u for u in found.json().get("data", []) if u.get("username") == cell.identity], \
+            f"{cell.identity} has a Pocket ID account"
+        minted = oidc.create_one_time_token(stack, cell.identity, via=b)
+        assert minted.status_code == 404, f"a one-time login for {cell.identity}: {minted.status_code} {oidc.show(minted.text)}"
+    start = oidc.zot_login_start(b, stack)
+    assert start.status_code == 302, f"zot's login answered {start.status_code}"
+    at_idp = b.get(start.headers["Location"])
+    iid = oidc.interaction_id(at_idp.headers.get("Location"))
+    assert iid, f"Pocket ID did not ask for authentication: {at_idp.status_code} {oidc.show(at_idp.headers.get('Location', ''))}"
+    step = b.get(f"{stack.issuer_url}/api/oidc/interactions/{iid}").json().get("currentStep")
+    assert step == "authenticate", f"the interaction's step is {step!r}"
+    done = b.post(f"{stack.issuer_url}/api/oidc/interactions/{iid}/complete", json={"step": step})
+    assert done.status_code == 401, f"completing authentication without an account answered {done.status_code} {oidc.show(done.text)}"
+    assert not b.cookie("session", stack.registry_url), "a zot session cookie appeared"
+    after = b.get(f"{client.base_url}/v2/_catalog")  # what the attempt left: no session, still unauthenticated
+    client.exchanges.extend(b.exchanges)
+    return after
 
 
 @pytest.mark.spec(SPEC)
@@ -121,7 +217,9 @@ def test_access_cell(cell: Cell, stack: Stack, seeded, attach_log, request: pyte
     if cell.expect == "allow":
         assert observed == "allow", f"{cell.id}: expected 2xx ({cell.why}), got {resp.status_code} {code}"
         return
-    unauthenticated = cell.credential in ("none", "wrong-password") or cell.identity == "unknown-user"
+    # a robot's password means nothing to the identity provider: its login attempt ends without a
+    # session, and the registry then answers as to anyone without credentials
+    unauthenticated = cell.credential in ("none", "wrong-password") or cell.identity == "unknown-user" or cell.action == "oidc-login"
     if unauthenticated:
         assert resp.status_code == 401, f"{cell.id}: without valid credentials the answer MUST be 401, got {resp.status_code} {code}"
         assert resp.headers.get("WWW-Authenticate"), f"{cell.id}: a 401 MUST carry WWW-Authenticate"
