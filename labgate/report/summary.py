@@ -31,6 +31,7 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;background:#f6f8fa;pa
 .bar{display:inline-block;height:10px;background:#0969da;border-radius:2px;vertical-align:middle}
 .muted{color:#57606a}
 table.grid td,table.grid th{overflow-wrap:normal;font-size:12px;padding:4px 6px}
+.adm td:nth-child(-n+2),.adm td:nth-child(4),.adm td:nth-child(5){white-space:nowrap;overflow-wrap:normal}
 a{color:#0969da}
 """
 
@@ -124,11 +125,12 @@ def render(d: dict[str, Any]) -> str:
     adm_rows = [r for t in tests for r in (t.get("extra") or {}).get("admission", [])]
     if adm_rows:
         rows = []
-        for r in sorted(adm_rows, key=lambda r: (int(r["case"][1:]) if r["case"][1:].isdigit() else 99, r["object"])):
-            ok = r["expected"] == r["observed"] or (r["expected"] == "rejected" and r["observed"] == "rejected")
+        for r in sorted(adm_rows, key=lambda r: (r["case"][:1], int(r["case"][1:]) if r["case"][1:].isdigit() else 99, r["object"])):
+            ok = r["expected"] == r["observed"]
+            observed = f'<span class="badge" style="background:{COLORS["pass" if ok else "fail"]}">{escape(r["observed"])}</span>'
             rows.append([f"<b>{escape(r['case'])}</b>", escape(r["object"]), f"<code>{escape(r['image'])}</code>", escape(r["expected"]),
-                         _b(r["observed"] if ok else "fail"), escape(r.get("message", "")) + (f"<br><span class=muted>stored as {escape(r['stored_image'])}</span>" if r.get("stored_image") and r["stored_image"] != r["image"] else "")])
-        parts.append("<section><h2>Admission cases</h2>" + _table(["case", "object", "image", "expected", "observed", "Kyverno's message"], rows) + "</section>")
+                         observed, escape(r.get("message", "")) + (f"<br><span class=muted>stored as {escape(r['stored_image'])}</span>" if r.get("stored_image") and r["stored_image"] != r["image"] else "")])
+        parts.append('<section class="adm"><h2>Admission cases</h2>' + _table(["case", "object", "image", "expected", "observed", "Kyverno's message"], rows) + "</section>")
 
     events = sorted((r for t in tests for r in (t.get("extra") or {}).get("timeline", [])), key=lambda r: r["t"])
     if events:
