@@ -74,7 +74,8 @@ def render(d: dict[str, Any]) -> str:
     for n in notes:
         parts.append(f'<div class="note">{escape(n)}</div>')
 
-    links = ['<a href="allure-report/index.html">Allure report</a>', '<a href="junit.xml">JUnit XML</a>',
+    links = ['<a href="allure-report/index.html">Allure report</a> <span class="muted">(it loads its data over http: '
+             f'<code>python3 -m http.server -d reports/{escape(d["run_id"])}</code>, then open /allure-report/)</span>', '<a href="junit.xml">JUnit XML</a>',
              '<a href="summary.json">summary.json</a>', '<a href="logs/">component logs (redacted)</a>']
     parts.append(f"<section><h2>Artifacts</h2>{' · '.join(links)}</section>")
 
