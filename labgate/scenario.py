@@ -155,6 +155,38 @@ class Access(_Strict):
     table: AccessTable | None = None
 
 
+class SigningPolicy(_Strict):
+    """The ClusterPolicy every admission test starts from (tests vary one field at a time)."""
+
+    type: Literal["Cosign", "SigstoreBundle"] = "Cosign"
+    count: int | None = Field(default=1, ge=1)
+    failure_action: Literal["Enforce", "Audit"] = "Enforce"
+    failure_policy: Literal["Fail", "Ignore"] = "Fail"
+    mutate_digest: bool = True
+    verify_digest: bool = True
+    required: bool = True
+    use_cache: bool = False
+    timeout_seconds: int = Field(default=15, ge=1, le=30)
+
+
+class Signing(_Strict):
+    """Keys are generated per run (ECDSA P-256, cosign's formats); ``ci_key`` is the one CI signs with."""
+
+    keys: list[str] = ["K1", "K2", "other"]
+    ci_key: str = "K1"
+    rotation_key: str = "K2"
+    policy: SigningPolicy = SigningPolicy()
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> "Signing":
+        for field in ("ci_key", "rotation_key"):
+            if getattr(self, field) not in self.keys:
+                raise ValueError(f"{field}: {getattr(self, field)!r} is not one of signing.keys")
+        if len(self.keys) < 3 or len(set(self.keys)) != len(self.keys):
+            raise ValueError("keys: at least three distinct key names (the CI key, the rotation key, a key nobody trusts)")
+        return self
+
+
 class OciSuiteOptions(_Strict):
     repository_prefix: str = "conformance"
     large_index_manifests: int = Field(default=40, ge=2, le=1000)
@@ -172,6 +204,7 @@ class Scenario(_Strict):
     components: Components = Components()
     identities: Identities = Identities()
     access: Access = Access()
+    signing: Signing = Signing()
     suites: list[Literal["oci", "oidc", "access", "admission", "rotation"]] = ["oci"]
     options: SuiteOptions = SuiteOptions()
 

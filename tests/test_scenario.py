@@ -34,6 +34,7 @@ EXPECTED = {
     "empty.yaml": "the file is empty",
     "large-index-range.yaml": "options.oci.large_index_manifests: input should be greater than or equal to 2",
     "duplicate-suite.yaml": "suites: suite 'oci' is listed twice",
+    "signing-unknown-key.yaml": "signing.ci_key: 'K9' is not one of signing.keys",
 }
 
 

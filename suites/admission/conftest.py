@@ -44,9 +44,13 @@ def adm(stack: Stack) -> Admission:
 
 
 @pytest.fixture(scope="session")
-def keys() -> dict[str, signing.KeyPair]:
-    """K1 is the CI key the policy trusts; K2 the rotation key; 'other' a key nobody trusts."""
-    return {name: signing.KeyPair.generate() for name in ("K1", "K2", "other")}
+def keys(scenario) -> dict[str, signing.KeyPair]:
+    """Keys made for this run, by role: K1 is the CI key the policy trusts, K2 the rotation key,
+    'other' a key nobody trusts (the scenario's signing section names them)."""
+    sg = scenario.signing
+    made = {name: signing.KeyPair.generate() for name in sg.keys}
+    other = next(n for n in sg.keys if n not in (sg.ci_key, sg.rotation_key))
+    return {"K1": made[sg.ci_key], "K2": made[sg.rotation_key], "other": made[other]}
 
 
 @pytest.fixture
@@ -85,9 +89,14 @@ def publish(ci: OciClient, stack: Stack, area: str):
 
 
 @pytest.fixture
-def policy(adm: Admission, stack: Stack, area: str, request: pytest.FixtureRequest):
-    """Apply a ClusterPolicy for this test's repositories; it is deleted afterwards."""
+def policy(adm: Admission, stack: Stack, scenario, area: str, request: pytest.FixtureRequest):
+    """Apply a ClusterPolicy for this test's repositories, rendered from the scenario's signing
+    policy with the test's own variations; it is deleted afterwards."""
     applied: list[str] = []
+    base = scenario.signing.policy
+    defaults = {"verify_type": base.type, "count": base.count, "failure_action": base.failure_action,
+                "failure_policy": base.failure_policy, "mutate_digest": base.mutate_digest, "verify_digest": base.verify_digest,
+                "required": base.required, "use_cache": base.use_cache, "timeout_seconds": base.timeout_seconds}
 
     def _apply(public_keys: list[signing.KeyPair], *, name: str | None = None, references: list[str] | None = None,
                wait: bool = True, **kw) -> float:
@@ -96,7 +105,7 @@ def policy(adm: Admission, stack: Stack, area: str, request: pytest.FixtureReque
             name=pname,
             image_references=references or [f"{stack.registry_host}/{area}/*"],
             public_keys=[k.public_pem().decode() for k in public_keys],
-            **kw,
+            **{**defaults, **kw},
         )
         if pname not in applied:
             applied.append(pname)
