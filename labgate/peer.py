@@ -50,6 +50,12 @@ def official_area(name: str) -> str | None:
     return "push"
 
 
+def _missing_content(detail: str) -> bool:
+    """A failure that only says the content is not there (because its push failed)."""
+    d = detail.lower()
+    return any(k in d for k in ("received 404", "missing tag", "manifest_unknown", "blob_unknown", "not found"))
+
+
 def _absent_referrers(detail: str) -> bool:
     d = detail.lower()
     return "received 404" in d or 'header value mismatch for "oci-subject"' in d or "404 page not found" in d
@@ -94,7 +100,7 @@ def parse_official(results_dir: Path) -> dict[str, dict[str, Any]]:
             continue
         parts = name.split("/")[1:]
         dataset = parts[0]
-        if status == "fail" and dataset in root_cause and area != root_cause[dataset]:
+        if status == "fail" and dataset in root_cause and area != root_cause[dataset] and _missing_content(msg):
             area = root_cause[dataset]
             msg = f"consequence of the failed push of {dataset}: {msg}"
         elif status == "fail" and len(parts) > 1 and parts[1] == "push":

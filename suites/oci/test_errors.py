@@ -139,3 +139,18 @@ def test_unauthorized_without_credentials(anonymous, oci, image, scenario, attac
     challenge = r.headers.get("WWW-Authenticate", "")
     assert challenge, f"a 401 MUST carry a WWW-Authenticate challenge (RFC 7235): {evidence(r)}"
     assert challenge.split()[0].lower() in ("basic", "bearer"), f"unexpected WWW-Authenticate scheme: {challenge!r}"
+
+
+@pytest.mark.spec(f"{SPEC} §Error Codes: a manifest reference that is not a well-formed digest (end-3, end-7)")
+@pytest.mark.parametrize("method", ["get", "put"])
+def test_manifest_reference_malformed_digest(oci, image, attach_log, verdict, method):
+    """``sha256:`` followed by something that is not hex is neither a tag nor a digest: a client
+    error (400 DIGEST_INVALID, or 404 MANIFEST_UNKNOWN for a lookup), never a server error."""
+    attach_log(oci)
+    bad = "sha256:" + "not-a-hex-digest".ljust(64, "z")
+    if method == "get":
+        r = oci.get_manifest(image.repo, bad)
+        assert_oci_error(verdict, r, (400, 404), ("DIGEST_INVALID", "MANIFEST_UNKNOWN", "MANIFEST_INVALID"))
+    else:
+        r = oci.put_manifest(image.repo, bad, image.body)
+        assert_oci_error(verdict, r, 400, ("DIGEST_INVALID", "MANIFEST_INVALID"))

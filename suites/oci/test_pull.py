@@ -83,3 +83,27 @@ def test_pull_whole_image_by_tag(oci, repo, attach_log, verdict):
         assert b.status_code == 200, f"every blob the manifest references MUST be pullable: {evidence(b)}"
         assert digest(b.content) == desc["digest"] and len(b.content) == desc["size"], f"blob {desc['digest']} content mismatch"
 
+
+
+@pytest.mark.spec(f"{SPEC} §Pulling blobs (end-2 GET) with a Range header (RFC 9110 §14)")
+@pytest.mark.parametrize("rng", ["bytes=10-19", "bytes=500-0", "bytes=5000-10000"], ids=["satisfiable", "invalid", "unsatisfiable"])
+def test_get_blob_range(oci, repo, attach_log, rng):
+    """A registry may honour or ignore a Range header, but its answer MUST be a whole HTTP message:
+    206 with exactly the bytes asked for, 200 with the whole blob, or 416 for a range it cannot satisfy."""
+    import os
+
+    import requests
+
+    attach_log(oci)
+    data = b"labgate range " + os.urandom(1500)
+    dgst = oci.push_blob(repo, data)
+    try:
+        r = oci.get_blob(repo, dgst, headers={"Range": rng})
+    except requests.RequestException as exc:
+        raise AssertionError(f"GET with Range: {rng} broke off: {exc.__class__.__name__}: {exc}") from None
+    assert r.status_code in (200, 206, 416), f"Range {rng}: {evidence(r)}"
+    if r.status_code == 200:
+        assert r.content == data, "a 200 answer MUST carry the whole blob"
+    elif r.status_code == 206:
+        first, last = (int(x) for x in rng.split("=")[1].split("-"))
+        assert first <= last and r.content == data[first:last + 1], f"a 206 answer MUST carry bytes {first}-{last}: {evidence(r)}"
