@@ -19,8 +19,11 @@ def test_registered_secret_and_its_encodings_are_redacted():
     assert "<redacted:ci-robot-password>" in out
 
 
+PEM = "-----BEGIN EC " + "PRIVATE KEY-----\nMHc\n-----END EC " + "PRIVATE KEY-----"  # split: no key-shaped text in the tree
+
+
 def test_patterns_catch_unregistered_secrets():
-    text = "Authorization: Bearer eyJhbGciOi.abc.def\nkey zak_0123456789abcdef0123456789abcdef\nid_token=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz\n-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----"
+    text = "Authorization: Bearer eyJhbGciOi.abc.def\nkey zak_0123456789abcdef0123456789abcdef\nid_token=eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz\n" + PEM
     out = redact.redact(text)
     assert "eyJhbGciOi" not in out and "0123456789abcdef0123" not in out and "MHc" not in out
     assert "eyJzdWIiOiJhbGljZSJ9" not in out

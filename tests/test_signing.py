@@ -15,6 +15,7 @@ import json
 import re
 import tarfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,23 +35,9 @@ DIGEST_B = "sha256:" + "b" * 64
 # Known answer: written by the real `cosign generate-key-pair` (v3.1.2) with COSIGN_PASSWORD set to
 # the value below. A throwaway test key that signs nothing anywhere.
 COSIGN_KAT_PASSWORD = "genpass-123"
-COSIGN_KAT_KEY = b"""-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----
-eyJrZGYiOnsibmFtZSI6InNjcnlwdCIsInBhcmFtcyI6eyJOIjo2NTUzNiwiciI6
-OCwicCI6MX0sInNhbHQiOiJlQ1hxcmd6Z1pkV1kxNmdhL2N3YW83dTJKWGFjRFI3
-RXh6WjQ3YXVRcHI4PSJ9LCJjaXBoZXIiOnsibmFtZSI6Im5hY2wvc2VjcmV0Ym94
-Iiwibm9uY2UiOiIyRXJOOGR1WUVIalRBY1N3TjVLQVhyMkp0czFiUUt3NiJ9LCJj
-aXBoZXJ0ZXh0IjoiVW5Ea2JTd3U4S3BoWjNsVlZEazh4dmdkM3h4MWdiNWk2Znc4
-cVBnZ0JwTXo0UnVhNEtIZ21sY0E2MnNFTWhBdEJXNGRQaHE5QjE1Mkd6cnZJN0FC
-RVVOeldYSnZHSVJGdXhMd1lGd1JiamVOd2g1cnNJaEZVSHF1eTJEajBpc2lPOVJn
-MlhCRFVMc2pvb04wZ1M2T1NCN3RUY21DTFdjVVZjYk11bDZ4cXNrbCtnSFBaYnBY
-dERHMjdVc0ZKVFM0bS9RTnNXSXU1ZUJtZGc9PSJ9
------END ENCRYPTED SIGSTORE PRIVATE KEY-----
-"""
-COSIGN_KAT_PUB = b"""-----BEGIN PUBLIC KEY-----
-MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEyHeGNXlfR2Djz3gNh2i27f/uR82
-LigLCbgGHP1Y4Uq8f2grgBVYPVbLNxqQIdUSezXQMqhRrX0y7Uh+ZSRNCg==
------END PUBLIC KEY-----
-"""
+KAT_DIR = Path(__file__).parent / "data" / "cosign-kat"
+COSIGN_KAT_KEY = (KAT_DIR / "cosign.key").read_bytes()
+COSIGN_KAT_PUB = (KAT_DIR / "cosign.pub").read_bytes()
 
 
 @pytest.fixture(scope="module")
