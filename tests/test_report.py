@@ -7,7 +7,7 @@ from types import SimpleNamespace as NS
 import pytest
 
 from labgate import peer, redact
-from labgate.report import known, summary
+from labgate.report import known
 from labgate.report.collect import RunRecorder, strip_analytics, suite_of
 from labgate.scenario import load_scenario
 from labgate.stack import ComponentState, Stack
