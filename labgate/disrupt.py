@@ -67,3 +67,34 @@ def down(stack: Stack, name: str) -> Iterator[None]:
 
 
 __all__ = ["stop", "start", "down"]
+
+
+@contextlib.contextmanager
+def revoked(stack: Stack, account: str, *, how: str = "in-place") -> Iterator[None]:
+    """Remove ``account`` from the registry's htpasswd file for the duration, then restore it.
+
+    ``how``: "in-place" rewrites the file (what an editor or `htpasswd -D` does); "replace" writes a
+    new file and renames it over the old one (what Kubernetes does when a mounted Secret changes)."""
+    path = Path(stack.registry_htpasswd)
+    if not stack.registry_htpasswd or not path.exists():
+        raise StackError("this stack records no htpasswd file for its registry")
+    original = path.read_text()
+    kept = "".join(ln for ln in original.splitlines(keepends=True) if not ln.startswith(f"{account}:"))
+
+    def write(text: str) -> None:
+        if how == "replace":
+            tmp = path.with_name(path.name + ".new")
+            tmp.write_text(text)
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        else:
+            with open(path, "r+") as fh:
+                fh.seek(0)
+                fh.write(text)
+                fh.truncate()
+
+    write(kept)
+    try:
+        yield
+    finally:
+        write(original)

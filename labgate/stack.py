@@ -46,6 +46,7 @@ class Stack:
     report_dir: str
     registry_kind: str = ""
     registry_url: str = ""
+    registry_htpasswd: str = ""  # the robots' htpasswd file (labgate.disrupt.revoked rewrites it)
     credentials: dict[str, str] = field(default_factory=dict, repr=False)  # account or label -> secret
     issuer_url: str = ""
     oidc_redirects: dict[str, str] = field(default_factory=dict)  # client id -> its registered redirect URI

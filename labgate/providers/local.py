@@ -185,7 +185,7 @@ class LocalProvider:
                 self.scenario, address="127.0.0.1", port=port, root_dir=str(d / "data"), htpasswd_path=str(htpasswd), **oidc,
             )))
             cmd = [tool.path, "serve", str(cfg)]
-            caps = ["registry", "registry.zot", "registry.auth", "registry.delete", "registry.api-keys"]
+            caps = ["registry", "registry.zot", "registry.auth", "registry.delete", "registry.api-keys", "registry.htpasswd-reload"]
             if oidc:
                 caps.append("registry.oidc-login")
             if self.scenario.access.policies:
@@ -207,6 +207,7 @@ class LocalProvider:
         state = self._start("registry", kind, tool, cmd, d / "registry.log", healthy, ports={"http": port}, url=url)
         stack.registry_kind = kind
         stack.registry_url = url
+        stack.registry_htpasswd = str(htpasswd)
         stack.capabilities = sorted(set(stack.capabilities) | set(caps))
         stack.components.append(state)
 

@@ -274,3 +274,30 @@ def test_revoked_api_key_stops_working_at_once(stack: Stack, scenario, attach_lo
     assert d.status_code == 200, d.status_code
     after = with_key.catalog()
     assert after.status_code == 401, f"a revoked API key MUST stop working at once, got {after.status_code}"
+
+
+@pytest.mark.disruptive
+@pytest.mark.requires("registry.htpasswd-reload")
+@pytest.mark.spec("zot htpasswd: a robot removed from the htpasswd file stops working at once")
+@pytest.mark.parametrize("how", ["in-place", "replace"])
+def test_revoked_robot_stops_working_at_once(stack: Stack, scenario, attach_log, how: str) -> None:
+    """Revoking a robot is deleting its htpasswd line. "in-place" rewrites the file; "replace" renames
+    a new file over it, which is how a Kubernetes Secret volume changes."""
+    import time
+
+    from labgate import disrupt
+    from labgate.process import wait_until
+
+    robot = next(r.name for r in scenario.identities.robots if "vault" in r.groups or "readers" in r.groups)
+    client = OciClient(stack.registry_url, (robot, stack.password(robot)))
+    attach_log(client)
+    assert client.catalog().status_code == 200
+    with disrupt.revoked(stack, robot, how=how):
+        t0 = time.monotonic()
+        try:
+            wait_until(lambda: client.catalog().status_code == 401, timeout=10, what=f"{robot} refused after revocation ({how})")
+        except Exception as exc:  # noqa: BLE001 - the assertion below says what happened
+            raise AssertionError(f"{robot}'s password still works 10 s after its htpasswd line was removed ({how}): {exc}") from None
+        took = time.monotonic() - t0
+    wait_until(lambda: client.catalog().status_code == 200, timeout=10, what=f"{robot} restored")
+    assert took < 10
