@@ -155,7 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupt)  # a half-started stack is torn down on SIGTERM as on Ctrl-C
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
