@@ -95,7 +95,7 @@ class RunRecorder:
                 rec.beyond_official = True
             elif key == "case":
                 rec.case = str(value)
-            elif key in ("admission", "timeline", "access"):
+            elif key in ("admission", "timeline", "access", "oidc"):
                 rows = rec.extra.setdefault(key, [])
                 row = json.loads(value)
                 if row not in rows:

@@ -31,7 +31,7 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;background:#f6f8fa;pa
 .bar{display:inline-block;height:10px;background:#0969da;border-radius:2px;vertical-align:middle}
 .muted{color:#57606a}
 table.grid td,table.grid th{overflow-wrap:normal;font-size:12px;padding:4px 6px}
-.adm td:nth-child(-n+2),.adm td:nth-child(4),.adm td:nth-child(5){white-space:nowrap;overflow-wrap:normal}
+.oidc td:last-child,.adm td:nth-child(-n+2),.adm td:nth-child(4),.adm td:nth-child(5){white-space:nowrap;overflow-wrap:normal}
 a{color:#0969da}
 """
 
@@ -123,6 +123,11 @@ def render(d: dict[str, Any]) -> str:
     cells = [r for t in tests for r in (t.get("extra") or {}).get("access", [])]
     if cells:
         parts.append(_access_grid(cells))
+    oidc_rows = [(t, r) for t in tests for r in (t.get("extra") or {}).get("oidc", [])]
+    if oidc_rows:
+        rows = [[escape(r["case"]), escape(r["expected"]), escape(r["observed"]), _b(t["verdict"])] for t, r in oidc_rows]
+        parts.append('<section class="oidc"><h2>OpenID Connect checks (what was sent, expected, what came back)</h2>'
+                     + _table(["case", "expected", "observed", "verdict"], rows) + "</section>")
     adm_rows = [r for t in tests for r in (t.get("extra") or {}).get("admission", [])]
     if adm_rows:
         rows = []
