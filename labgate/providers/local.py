@@ -275,8 +275,10 @@ class LocalProvider:
         core = kclient.CoreV1Api(api)
         t0 = time.monotonic()
         core.create_namespace(kclient.V1Namespace(metadata=kclient.V1ObjectMeta(name=kv.NAMESPACE)))
-        for f in kv.crd_files(crds):
-            kutils.create_from_yaml(api, str(f))
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=4) as pool:  # 22 large CRDs: the apiserver takes them in parallel
+            list(pool.map(lambda f: kutils.create_from_yaml(api, str(f)), kv.crd_files(crds)))
         ext = kclient.ApiextensionsV1Api(api)
 
         def established() -> bool:
