@@ -19,28 +19,26 @@ def _open(d: str, name: str) -> int:
 
 
 @contextlib.contextmanager
-def shared(run_dir: str) -> Iterator[None]:
+def _hold(run_dir: str, mode: int) -> Iterator[None]:
+    """Pass the turnstile, then take the stack lock in ``mode``. A reader lets the turnstile go at
+    once; a writer keeps it, so readers that arrive after it wait behind it."""
     turn, main = _open(run_dir, ".turnstile.lock"), _open(run_dir, ".stack.lock")
     try:
         fcntl.flock(turn, fcntl.LOCK_EX)
-        fcntl.flock(main, fcntl.LOCK_SH)
-        fcntl.flock(turn, fcntl.LOCK_UN)
-        yield
-    finally:
-        fcntl.flock(main, fcntl.LOCK_UN)
-        os.close(turn)
-        os.close(main)
-
-
-@contextlib.contextmanager
-def exclusive(run_dir: str) -> Iterator[None]:
-    turn, main = _open(run_dir, ".turnstile.lock"), _open(run_dir, ".stack.lock")
-    try:
-        fcntl.flock(turn, fcntl.LOCK_EX)
-        fcntl.flock(main, fcntl.LOCK_EX)
+        fcntl.flock(main, mode)
+        if mode == fcntl.LOCK_SH:
+            fcntl.flock(turn, fcntl.LOCK_UN)
         yield
     finally:
         fcntl.flock(main, fcntl.LOCK_UN)
         fcntl.flock(turn, fcntl.LOCK_UN)
         os.close(turn)
         os.close(main)
+
+
+def shared(run_dir: str) -> contextlib.AbstractContextManager[None]:
+    return _hold(run_dir, fcntl.LOCK_SH)
+
+
+def exclusive(run_dir: str) -> contextlib.AbstractContextManager[None]:
+    return _hold(run_dir, fcntl.LOCK_EX)

@@ -36,6 +36,15 @@ def register(value: str | None, label: str = "secret") -> str | None:
     return value
 
 
+def new_secret(label: str, nbytes: int = 18) -> str:
+    """A random secret for this run, registered for redaction the moment it exists."""
+    import secrets
+
+    value = secrets.token_urlsafe(nbytes)
+    register(value, label)
+    return value
+
+
 def register_basic(user: str, password: str, label: str) -> None:
     """An HTTP basic credential: the password and the base64 of ``user:password``."""
     register(password, label)

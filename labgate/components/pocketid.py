@@ -17,7 +17,6 @@ setup answer's access token and sends it as a bearer token.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
@@ -82,12 +81,6 @@ def _check(r: requests.Response, what: str, *ok: int) -> dict[str, Any]:
         return {}
 
 
-def new_secret(label: str, nbytes: int = 24) -> str:
-    value = secrets.token_urlsafe(nbytes)
-    redact.register(value, label)
-    return value
-
-
 def bootstrap(base: str, *, groups: list[str], humans: list[Any], clients: dict[str, dict[str, Any]]) -> Bootstrap:
     """Claim the first admin, then create an API key, groups, users and OIDC clients."""
     out = Bootstrap()
@@ -118,7 +111,7 @@ def bootstrap(base: str, *, groups: list[str], humans: list[Any], clients: dict[
         body = {"id": cid, "name": cid, "isPublic": False, "requiresReauthentication": False,
                 "requiresPushedAuthorizationRequests": False, "isGroupRestricted": False, "credentials": {}, **spec}
         _check(s.post(f"{base}/api/oidc/clients", json=body, headers=h, timeout=30), f"create OIDC client {cid}", 201)
-        secret = new_secret(f"oidc-client-secret:{cid}")
+        secret = redact.new_secret(f"oidc-client-secret:{cid}", 24)
         _check(s.post(f"{base}/api/oidc/clients/{cid}/secrets", json={"secret": secret}, headers=h, timeout=30),
                f"set the secret of OIDC client {cid}", 201)
         out.clients[cid] = secret

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
 import shutil
 import tempfile
@@ -28,12 +27,6 @@ from labgate.scenario import Scenario
 from labgate.stack import ComponentState, Stack, host_arch
 
 HEALTH_TIMEOUT = float(os.environ.get("LABGATE_HEALTH_TIMEOUT", "60"))
-
-
-def new_secret(label: str, nbytes: int = 18) -> str:
-    value = secrets.token_urlsafe(nbytes)
-    redact.register(value, label)
-    return value
 
 
 class LocalProvider:
@@ -81,7 +74,7 @@ class LocalProvider:
         )
         self.stack = stack
         for robot in sc.identities.robots:
-            stack.credentials[robot.name] = new_secret(f"{robot.name}-password")
+            stack.credentials[robot.name] = redact.new_secret(f"{robot.name}-password")
             redact.register_basic(robot.name, stack.credentials[robot.name], f"{robot.name}-password")
 
         t0 = time.monotonic()
@@ -103,7 +96,7 @@ class LocalProvider:
     def _secret(self, label: str, nbytes: int = 18) -> str:
         """A random secret for this run, registered for redaction and kept in the state file only."""
         assert self.stack is not None
-        self.stack.credentials[label] = new_secret(label, nbytes)
+        self.stack.credentials[label] = redact.new_secret(label, nbytes)
         return self.stack.credentials[label]
 
     def ports(self) -> list[int]:
