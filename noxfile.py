@@ -1,4 +1,4 @@
-"""nox sessions: e2e (the main job), tests (what CI runs), peer-conformance, benchmarks."""
+"""nox sessions: e2e (the main job), tests (what CI runs), peer-conformance, benchmarks, mutation."""
 
 from __future__ import annotations
 
@@ -21,15 +21,25 @@ def _install(session: nox.Session) -> None:
     session.run("labgate", "tools", "install", *COMPONENTS)
 
 
-def _workers() -> list[str]:
+def _workers(options: list[str] = ()) -> list[str]:
+    """Two xdist workers, unless the arguments after `--` choose (-n N, or -p no:xdist)."""
+    if "no:xdist" in options or any(a.startswith(("-n", "--numprocesses")) for a in options):
+        return []
     return ["-n", os.environ.get("LABGATE_WORKERS", "2"), "--dist", "loadgroup"]
+
+
+def _targets(posargs: list[str]) -> tuple[list[str], list[str]]:
+    """Paths among the arguments after `--` narrow the run, as with pytest; the rest are options."""
+    paths = [a for a in posargs if not a.startswith("-") and (a.startswith("suites") or os.path.exists(a.split("::")[0]))]
+    return (paths or ["suites/"]), [a for a in posargs if a not in paths]
 
 
 @nox.session
 def e2e(session: nox.Session) -> None:
     """Stand up the default local stack, run every suite it supports, write reports/<run-id>/."""
     _install(session)
-    session.run("pytest", "suites/", "--scenario", SCENARIO, *_workers(), *session.posargs, **STOP)
+    targets, options = _targets(session.posargs)
+    session.run("pytest", *targets, "--scenario", SCENARIO, *_workers(options), *options, **STOP)
 
 
 @nox.session
@@ -54,3 +64,10 @@ def benchmarks(session: nox.Session) -> None:
     """Measure warm stack-up time per component and suite times; writes reports/benchmarks.json."""
     _install(session)
     session.run("python", "-m", "labgate.bench", "--scenario", SCENARIO, *session.posargs, **STOP)
+
+
+@nox.session
+def mutation(session: nox.Session) -> None:
+    """Deliberately wrong stacks (suites/mutations.yaml): the tests that must flip do, and no others."""
+    _install(session)
+    session.run("python", "-m", "labgate.mutate", "--scenario", SCENARIO, *session.posargs, **STOP)

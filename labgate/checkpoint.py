@@ -4,7 +4,8 @@ When ``LABGATE_CHECKPOINT_DIR`` is set, the harness writes ``<dir>/<phase>.json`
 each phase (``component-started-registry``, ``stack-ready``, ``suite-started-oci``, ...), with the
 pids and ports involved. When ``LABGATE_CHECKPOINT_HOLD`` names a phase, the run waits there (up to
 ``LABGATE_CHECKPOINT_HOLD_SECONDS``, default 120) so that an interruption can be delivered at exactly
-that point: this is how the Ctrl-C tests prove teardown during start-up and during a suite.
+that point: this is how the Ctrl-C tests prove teardown during start-up, during a suite and during
+teardown itself. Creating ``<dir>/<phase>.release`` ends the wait early.
 """
 
 from __future__ import annotations
@@ -25,5 +26,6 @@ def reached(phase: str, **info: object) -> None:
         tmp.replace(p / f"{phase}.json")
     if os.environ.get("LABGATE_CHECKPOINT_HOLD") == phase:
         deadline = time.monotonic() + float(os.environ.get("LABGATE_CHECKPOINT_HOLD_SECONDS", "120"))
-        while time.monotonic() < deadline:
+        release = Path(d) / f"{phase}.release" if d else None
+        while time.monotonic() < deadline and not (release and release.exists()):
             time.sleep(0.05)

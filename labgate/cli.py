@@ -3,7 +3,8 @@
     labgate tools status                 every component: version and source, or the exact reason
     labgate tools install [NAME ...]     obtain components (a second run builds nothing)
     labgate stack up [--scenario F]      start the stack outside pytest, print its state file
-    labgate stack status|down [--state F]
+    labgate stack status|down [--state F]  (down --all: every stack, and what dead runs left)
+    labgate known list                   the known-issues quarantine: state, expiry, owner
     labgate peer [--scenario F]          run the official OCI conformance program against the stack
 """
 
@@ -50,9 +51,9 @@ def cmd_tools_status(args: argparse.Namespace) -> int:
 
 def cmd_tools_install(args: argparse.Namespace) -> int:
     names = args.names or [n for n, t in toolchain.TOOLS.items() if not t.prebuilt_only]
-    failed = 0
+    failed = broken = 0
     for n in names:
-        toolchain.tool(n)  # validates the name
+        t = toolchain.tool(n)  # validates the name
         t0 = time.monotonic()
         r = toolchain.install(n, force=args.force)
         took = time.monotonic() - t0
@@ -60,15 +61,19 @@ def cmd_tools_install(args: argparse.Namespace) -> int:
             print(f"{n}: {r.source} {r.path} ({took:.1f}s)")
         else:
             failed += 1
-            print(f"{n}: {r.reason}", file=sys.stderr)
-    return 3 if failed and args.strict else 0
+            broken += bool(os.environ.get(t.env))  # an explicit variable that does not work is always an error
+            print(f"labgate: {n}: {r.reason}", file=sys.stderr)
+    return 3 if broken or (failed and args.strict) else 0
 
 
 def cmd_stack_up(args: argparse.Namespace) -> int:
+    from labgate import reaper
     from labgate.providers import get_provider
     from labgate.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
+    for line in reaper.reap():
+        print(f"labgate: reaper: {line}", file=sys.stderr)
     # several stacks may run side by side (each on its own free ports); the newest is the default
     # for `stack status|down` without --state
     run_id = _new_run_id()
@@ -77,7 +82,7 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
     stack = provider.up()
     _pointer().parent.mkdir(parents=True, exist_ok=True)
     _pointer().write_text(stack.state_file)
-    print(f"stack up: {stack.registry_kind} at {stack.registry_url}")
+    print(f"stack up: {stack.provider} provider, {stack.registry_kind or 'no'} registry at {stack.registry_url}")
     print(f"state file: {stack.state_file}")
     print(f"attach: pytest suites/ --labgate-state {stack.state_file}")
     return 0
@@ -93,27 +98,59 @@ def _load_state(args: argparse.Namespace):
 
 
 def cmd_stack_status(args: argparse.Namespace) -> int:
-    from labgate.process import pid_alive
+    from labgate import abilities
 
     stack = _load_state(args)
     print(f"run {stack.run_id}: scenario {stack.scenario_name}, provider {stack.provider}, arch {stack.arch}")
+    health = abilities.of(stack).health()
     for c in stack.components:
-        alive = "running" if pid_alive(c.pid) else "NOT RUNNING"
-        print(f"  {c.name:<10} {c.kind:<13} {c.reported_version or c.version:<40} pid {c.pid:<8} {alive:<12} {c.url}")
+        h = health.get(c.name)
+        alive = "running" if h is None or h.alive else f"NOT RUNNING ({h.detail})"
+        if c.planned:
+            alive = c.planned
+        where = f"pid {c.pid}" if c.pid else ""
+        print(f"  {c.name:<15} {c.kind:<14} {c.reported_version or c.version:<40} {where:<10} {alive:<12} {c.url}")
     for name, why in stack.skipped_components.items():
-        print(f"  {name:<10} not available: {why}")
-    return 0 if all(pid_alive(c.pid) for c in stack.components) else 1
+        print(f"  {name:<15} not available: {why}")
+    return 0 if all(h.alive for h in health.values()) else 1
 
 
 def cmd_stack_down(args: argparse.Namespace) -> int:
-    from labgate.providers.local import stop_stack
+    from labgate import abilities, reaper
 
+    if args.all:
+        said = reaper.reap(include_detached=True)
+        for line in said:
+            print(f"labgate: {line}")
+        if _pointer().exists():
+            _pointer().unlink()
+        print(f"{len(said)} run(s) removed" if said else "nothing to remove")
+        return 0
     stack = _load_state(args)
-    stop_stack(stack)
+    done = abilities.of(stack).teardown()
+    failed = [d for d in done if d.get("error")]
     if _pointer().exists() and _pointer().read_text().strip() == stack.state_file:
         _pointer().unlink()
+    for d in failed:
+        print(f"labgate: teardown step {d['step']} failed: {d['error']}", file=sys.stderr)
     print(f"stack {stack.run_id} stopped; logs in {stack.report_dir}/logs")
-    return 0
+    return 1 if failed else 0
+
+
+def cmd_known_list(args: argparse.Namespace) -> int:
+    from labgate.report import known
+
+    rows = known.listing()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'ID':<52} {'STATE':<13} {'EXPIRES':<11} {'OWNER':<16} TESTS  MATCH")
+    for r in rows:
+        print(f"{r['id']:<52} {r['state']:<13} {r['expires']:<11} {r['owner']:<16} {r['tests']:>5}  {r['match']}")
+    expired = [r for r in rows if r["state"] == "expired"]
+    if expired:
+        print(f"\n{len(expired)} expired: a run fails until each is re-checked and renewed or removed", file=sys.stderr)
+    return 1 if expired else 0
 
 
 def cmd_peer(args: argparse.Namespace) -> int:
@@ -145,7 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn in (("status", cmd_stack_status), ("down", cmd_stack_down)):
         s = ssub.add_parser(name)
         s.add_argument("--state", default=None, help="state file (default: the stack `labgate stack up` started)")
+        if name == "down":
+            s.add_argument("--all", action="store_true", help="every stack labgate started here, and what dead runs left")
         s.set_defaults(func=fn)
+
+    kn = sub.add_parser("known", help="the known-issues quarantine (suites/known-issues.yaml)")
+    ksub = kn.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    kl = ksub.add_parser("list", help="every known issue with its state, expiry and owner")
+    kl.add_argument("--json", action="store_true")
+    kl.set_defaults(func=cmd_known_list)
 
     peer = sub.add_parser("peer", help="labgate's OCI suite and the official conformance program, side by side")
     peer.add_argument("--scenario", default="scenarios/local.yaml")

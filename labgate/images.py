@@ -7,7 +7,7 @@ seed gives a different image. :func:`push_image` uploads the blobs and the manif
 :class:`~labgate.clients.oci.OciClient` and returns the manifest digest.
 
 Runtimes can pull and unpack these images (``rootfs.diff_ids`` is the sha256 of the uncompressed
-tar, as the image spec requires); there is no executable in them, so they cannot be run.
+tar, as the image spec requires), and run them: the entrypoint is a tiny static program that waits.
 """
 
 from __future__ import annotations
@@ -58,6 +58,37 @@ class BuiltImage:
         return {self.config_digest: self.config, self.layer_digest: self.layer}
 
 
+# A process that waits forever, for images that must run (a pod reaching Running): machine code
+# written here for each architecture, a few dozen bytes, no libc. x86-64: ``pause()`` in a loop;
+# arm64 (no pause syscall): ``ppoll(NULL, 0, NULL, NULL)`` in a loop.
+_WAIT_CODE = {
+    "amd64": bytes.fromhex("b822000000" "0f05" "ebf7"),  # mov eax, 34; syscall; jmp back
+    "arm64": b"".join(int(w, 16).to_bytes(4, "little") for w in (
+        "d2800000", "d2800001", "d2800002", "d2800003",  # mov x0..x3, #0
+        "d2800928",  # mov x8, #73 (ppoll)
+        "d4000001",  # svc #0
+        "17fffffa",  # b back to the first instruction
+    )),
+}
+_ELF_MACHINE = {"amd64": 62, "arm64": 183}
+WAITER = "/labgate-wait"
+
+
+def waiter_elf(architecture: str = "amd64") -> bytes:
+    """A static ELF executable that waits forever (the entrypoint of runnable test images)."""
+    import struct
+
+    code = _WAIT_CODE[architecture]
+    base, ehsize, phsize = 0x400000, 64, 56
+    entry = base + ehsize + phsize
+    ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)  # 64-bit, little endian, version 1, System V
+    header = ident + struct.pack("<HHIQQQIHHHHHH", 2, _ELF_MACHINE[architecture], 1, entry, ehsize, 0, 0,
+                                 ehsize, phsize, 1, 0, 0, 0)
+    size = ehsize + phsize + len(code)
+    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)  # PT_LOAD, R+X
+    return header + phdr + code
+
+
 def _tar(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -66,7 +97,7 @@ def _tar(files: dict[str, bytes]) -> bytes:
             info = tarfile.TarInfo(name.lstrip("/"))
             info.size = len(data)
             info.mtime = FIXED_EPOCH
-            info.mode = 0o644
+            info.mode = 0o755 if name == WAITER else 0o644
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             info.type = tarfile.REGTYPE
@@ -80,21 +111,27 @@ def _gzip(data: bytes) -> bytes:
 
 
 def build_image(seed: str, *, architecture: str = "amd64", os: str = "linux",
-                files: dict[str, bytes] | None = None) -> BuiltImage:
+                files: dict[str, bytes] | None = None, runnable: bool = True) -> BuiltImage:
     """Build a one-layer OCI image whose ``/hello.txt`` says ``hello from <seed>``.
 
-    ``files`` (absolute path -> content) replaces the default layer content. Deterministic: the
-    same arguments give byte-identical blobs and manifest, hence the same digest.
+    ``runnable`` adds a waiting entrypoint for the architecture (:func:`waiter_elf`), so a pod of
+    the image reaches Running on a node. ``files`` (absolute path -> content) replaces the default
+    layer content. Deterministic: the same arguments give byte-identical blobs and manifest.
     """
-    content = files if files is not None else {"/hello.txt": f"hello from {seed}\n".encode()}
+    content = dict(files) if files is not None else {"/hello.txt": f"hello from {seed}\n".encode()}
+    if runnable and files is None:
+        content[WAITER] = waiter_elf(architecture)
     tar = _tar(content)
     layer = _gzip(tar)
     diff_id = digest(tar)
+    cfg: dict[str, Any] = {"Labels": {"dev.labgate.seed": seed}}
+    if WAITER in content:
+        cfg["Entrypoint"] = [WAITER]
     config_obj = {
         "architecture": architecture,
         "os": os,
         "created": FIXED_CREATED,
-        "config": {"Labels": {"dev.labgate.seed": seed}},
+        "config": cfg,
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": FIXED_CREATED, "created_by": "labgate.images.build_image"}],
     }

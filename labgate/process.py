@@ -61,28 +61,40 @@ def pid_alive(pid: int) -> bool:
 
 
 def wait_until(check: Callable[[], object], *, timeout: float, what: str, interval: float = 0.1,
-               abort: Callable[[], str | None] | None = None) -> object:
+               abort: Callable[[], str | None] | None = None,
+               retry_on: tuple[type[BaseException], ...] = (OSError,)) -> object:
     """Poll ``check`` until it returns a truthy value or the deadline passes.
 
-    ``abort`` may return a message to stop waiting early (e.g. the process exited).
+    Only the exceptions in ``retry_on`` mean "not yet" (the default, OSError, covers refused and
+    reset connections and every requests error); any other exception is a bug in the check and is
+    raised at once instead of reading as "not ready". ``abort`` may return a message to stop
+    waiting early (e.g. the process exited).
     """
     deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
+    last_exc: BaseException | None = None
     while True:
         try:
             result = check()
             if result:
                 return result
-        except Exception as exc:  # noqa: BLE001 - readiness probes fail in many ways until ready
+        except retry_on as exc:
             last_exc = exc
         if abort:
             why = abort()
             if why:
                 raise StackError(f"{what}: {why}")
         if time.monotonic() > deadline:
-            detail = f" (last error: {last_exc})" if last_exc else ""
+            detail = f" (last error: {redact(str(last_exc))[:300]})" if last_exc else ""
             raise StackError(f"{what}: not ready after {timeout:.0f}s{detail}")
         time.sleep(interval)
+
+
+def kube_retry() -> tuple[type[BaseException], ...]:
+    """What a Kubernetes API call raises while the API is not there yet (or answers an error)."""
+    from kubernetes.client.rest import ApiException
+    from urllib3.exceptions import HTTPError
+
+    return (OSError, ApiException, HTTPError)
 
 
 def _pdeathsig() -> None:
@@ -147,6 +159,11 @@ def stop_pid(pid: int, timeout: float = 10.0, proc: subprocess.Popen | None = No
     """SIGTERM the process (and its process group), then SIGKILL after ``timeout``."""
     if not pid:
         return
+    for sig in (signal.SIGCONT,):  # a paused (SIGSTOP) process handles SIGTERM only once it runs
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)

@@ -20,7 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from labgate.errors import ScenarioError
 
-SUITES = ("oci", "oidc", "access", "admission", "rotation")
+SUITES = ("oci", "oidc", "access", "admission", "rotation", "faults")
+# the optional components each suite uses (the registry is always there)
+SUITE_NEEDS = {
+    "oci": (),
+    "oidc": ("identity",),
+    "access": ("identity",),
+    "admission": ("kubernetes", "admission", "signer"),
+    "rotation": ("kubernetes", "admission", "signer"),
+    "faults": ("kubernetes", "admission", "identity"),
+}
 PROVIDERS = ("local", "kind", "k3d", "existing")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
 
@@ -196,6 +205,55 @@ class SuiteOptions(_Strict):
     oci: OciSuiteOptions = OciSuiteOptions()
 
 
+class Secret(_Strict):
+    """Where a credential comes from: an environment variable or a file, never the scenario text."""
+
+    password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "Secret":
+        if self.password_env and self.password_file:
+            raise ValueError("password_env: give password_env or password_file, not both")
+        return self
+
+
+class ExistingRegistry(Secret):
+    url: str = Field(pattern=r"^https?://[^/]+/?$", description="the registry as the harness reaches it")
+    image_host: str | None = Field(default=None, description="host[:port] pod image references name (default: url's host)")
+    repository: str = Field(description="a repository with at least one tag, for the pull and discovery checks")
+    tag: str | None = Field(default=None, description="a tag in it (default: the first the tag list gives)")
+    username: str | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> "ExistingRegistry":
+        if self.username and not (self.password_env or self.password_file):
+            raise ValueError("username: needs password_env or password_file (credentials never live in the scenario)")
+        return self
+
+
+class ExistingIdentity(_Strict):
+    issuer: str = Field(pattern=r"^https?://", description="the issuer URL exactly as tokens name it")
+    client_id: str | None = Field(default=None, description="a registered client, for the redirect negative matrix")
+    redirect_uri: str | None = Field(default=None, description="that client's registered redirect URI")
+
+
+class ExistingCluster(_Strict):
+    kubeconfig: str | None = Field(default=None, description="default: $KUBECONFIG, then ~/.kube/config (read, never written)")
+    context: str | None = None
+    namespace: str = "default"
+    signed_image: str | None = Field(default=None, description="an image reference the live policy admits")
+    unsigned_image: str | None = Field(default=None, description="an image reference the live policy denies")
+
+
+class Existing(_Strict):
+    """A live deployment labgate attaches to read-only (provider: existing)."""
+
+    registry: ExistingRegistry
+    identity: ExistingIdentity | None = None
+    kubernetes: ExistingCluster | None = None
+
+
 class Scenario(_Strict):
     name: str
     description: str | None = None
@@ -205,8 +263,9 @@ class Scenario(_Strict):
     identities: Identities = Identities()
     access: Access = Access()
     signing: Signing = Signing()
-    suites: list[Literal["oci", "oidc", "access", "admission", "rotation"]] = ["oci"]
+    suites: list[Literal["oci", "oidc", "access", "admission", "rotation", "faults"]] = ["oci"]
     options: SuiteOptions = SuiteOptions()
+    existing: Existing | None = None
 
     # where the file came from; not part of the YAML
     source: str = Field(default="<memory>", exclude=True)
@@ -220,7 +279,17 @@ class Scenario(_Strict):
         return v
 
     @model_validator(mode="after")
+    def _provider_section(self) -> "Scenario":
+        if self.provider == "existing" and self.existing is None:
+            raise ValueError("existing: provider existing needs an existing section (registry url, repository, credentials from env or file)")
+        if self.provider != "existing" and self.existing is not None:
+            raise ValueError(f"existing: only for provider existing (this scenario's provider is {self.provider})")
+        return self
+
+    @model_validator(mode="after")
     def _suite_needs(self) -> "Scenario":
+        if self.provider == "existing":
+            return self  # a live deployment brings its own components; the suites skip what it lacks
         for suite in ("admission", "rotation"):
             if suite in self.suites:
                 for comp in ("kubernetes", "admission"):
@@ -254,6 +323,16 @@ class Scenario(_Strict):
                 if ov.identity != "anonymous" and ov.identity not in names:
                     raise ValueError(f"access.table.overrides[{i}].identity: {ov.identity!r} is not declared in identities")
         return self
+
+    def for_suites(self, chosen: set[str]) -> "Scenario":
+        """The scenario narrowed to ``chosen`` suites, with only the components they need: the
+        command line asked for less (``pytest suites/oci``), so less is started."""
+        suites = [s for s in self.suites if s in chosen]
+        need = {c for s in suites for c in SUITE_NEEDS[s]}
+        comps = self.components.model_copy(update={
+            c: (getattr(self.components, c) if c in need else None) for c in ("kubernetes", "admission", "signer", "identity")
+        })
+        return self.model_copy(update={"suites": suites, "components": comps})
 
     def robot(self, name: str) -> Robot:
         for r in self.identities.robots:

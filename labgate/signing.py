@@ -441,6 +441,10 @@ def sign_legacy(client: OciClient, repo: str, digest: str, key: KeyPair, *,
     if len(layers) >= 1000:
         raise SigningError(f"{repo}:{tag} already has {len(layers)} signatures (cosign's cap is 1000)")
     signature = key.sign(payload)
+    from labgate import mutations
+
+    if mutations.on("signature-byte-flipped"):
+        signature = signature[:-1] + bytes([signature[-1] ^ 0x01])
     _ensure_blob(client, repo, payload)
     layers.append(descriptor(MT_SIMPLESIGNING, payload, annotations={SIG_ANNOTATION: _b64(signature)}))
     return _write_sig_manifest(client, repo, tag, layers, existing)

@@ -12,7 +12,7 @@ import os
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from labgate import redact
 from labgate.errors import StackError
@@ -32,7 +32,10 @@ class ComponentState:
     log: str = ""
     start_seconds: float = 0.0
     cmd: list[str] = field(default_factory=list)
-    health: str = ""  # URL that answers when the component is up (for restarts)
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # extra environment of cmd (restarts)
+    cwd: str = ""
+    started_ticks: int = 0  # the process's start time (/proc/<pid>/stat field 22): a pid's identity
+    planned: str = ""  # "stopped" | "paused" while a test disrupts it on purpose (abilities), else ""
 
 
 @dataclass
@@ -45,25 +48,41 @@ class Stack:
     run_dir: str
     report_dir: str
     registry_kind: str = ""
-    registry_url: str = ""
-    registry_htpasswd: str = ""  # the robots' htpasswd file (labgate.disrupt.revoked rewrites it)
+    registry_url: str = ""  # as the harness reaches it (pushes, pulls, probes)
+    registry_ref_host: str = ""  # host[:port] a pod's image reference names (default: registry_url's host)
+    registry_htpasswd: str = ""  # the robots' htpasswd file, where the provider keeps one
     credentials: dict[str, str] = field(default_factory=dict, repr=False)  # account or label -> secret
-    issuer_url: str = ""
+    issuer_url: str = ""  # as the harness's browser reaches it; also the issuer every token names
+    issuer_internal_url: str = ""  # as the registry reaches it (default: issuer_url)
+    host_aliases: dict[str, str] = field(default_factory=dict)  # host:port -> 127.0.0.1:port the harness connects to
     oidc_redirects: dict[str, str] = field(default_factory=dict)  # client id -> its registered redirect URI
     humans: dict[str, str] = field(default_factory=dict)  # username -> Pocket ID user id
     kubeconfig: str = ""
+    kube_context: str = ""  # a context in kubeconfig ("" = its current context)
     kube_url: str = ""
     capabilities: list[str] = field(default_factory=list)
     components: list[ComponentState] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     skipped_components: dict[str, str] = field(default_factory=dict)  # name -> reason and fix
     owner_pid: int = 0
+    owner_ticks: int = 0  # the owner's start time: a reused pid is not the owner
+    detached: bool = False  # `labgate stack up`: nobody owns it until `labgate stack down`
+    read_only: bool = False  # the harness refuses every write (provider existing)
+    repository: str = ""  # read-only stacks: the repository the scenario names for pulls
+    cluster: str = ""  # kind: the cluster's name
     state_file: str = ""
 
     # ----------------------------------------------------------------------------------------
     @property
     def registry_host(self) -> str:
+        """host:port as the harness reaches the registry."""
         return self.registry_url.split("://", 1)[-1].rstrip("/")
+
+    @property
+    def image_host(self) -> str:
+        """host:port as a pod's image reference names the registry (what Kyverno and the node pull
+        from; also the docker-reference a signature names)."""
+        return self.registry_ref_host or self.registry_host
 
     def component(self, name: str) -> ComponentState:
         for c in self.components:
@@ -95,6 +114,8 @@ class Stack:
         """The stack without secrets, for reports."""
         d = self.to_dict()
         d["credentials"] = {k: "<redacted>" for k in self.credentials}
+        for c in d["components"]:
+            c["env"] = {k: "<redacted>" for k in c.get("env", {})}
         return json.loads(redact.redact(json.dumps(d)))
 
     def save(self, path: str | Path) -> Path:
@@ -110,6 +131,24 @@ class Stack:
         return p
 
     @classmethod
+    def update(cls, path: str | Path, change: "Callable[[Stack], None]") -> "Stack":
+        """Read, change and write the state file under a lock: several processes (the controller,
+        xdist workers) record pids and planned disruptions in it."""
+        import fcntl
+
+        p = Path(path)
+        fd = os.open(str(p.with_name(".state.lock")), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            stack = cls.load(p)
+            change(stack)
+            stack.save(p)
+            return stack
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @classmethod
     def load(cls, path: str | Path) -> "Stack":
         p = Path(path)
         try:
@@ -121,11 +160,24 @@ class Stack:
             raise StackError(f"stack state file {p} is not valid JSON: {exc}") from None
         if st.st_mode & 0o077:
             raise StackError(f"stack state file {p} is readable by others (mode {oct(st.st_mode & 0o777)})", fix=f"chmod 600 {p}")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise StackError(f"stack state file {p} has fields this labgate does not know: {', '.join(unknown)}",
+                             fix="attach with the labgate version that started the stack")
         comps = [ComponentState(**c) for c in data.pop("components", [])]
         stack = cls(**data, components=comps)
         for account, secret in stack.credentials.items():
             redact.register(secret, f"{account}-credential")
         return stack
+
+
+def proc_ticks(pid: int) -> int:
+    """A process's start time in clock ticks since boot (0 when it does not exist)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def host_arch() -> str:

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -225,15 +226,75 @@ def test_kyverno_webhooks_are_deleted_before_the_apiserver_stops(tmp_path):
         adm = Admission(stack.kubeconfig)
         wait_until(adm.webhook_configurations, timeout=60, what="Kyverno's webhook configurations")
         seen["before"] = adm.webhook_configurations()
-        original = provider.after_stop["kyverno"]
+        from labgate.providers.local import _delete_kyverno_webhooks
 
         def observed() -> None:
-            original()
+            _delete_kyverno_webhooks(stack.kubeconfig)
             seen["after"] = adm.webhook_configurations()  # the apiserver is still up here
 
-        provider.after_stop["kyverno"] = observed
+        provider.teardown.replace("kyverno-webhooks", observed)
     finally:
         provider.down()
     assert seen["before"], "Kyverno registered webhook configurations"
     assert seen["after"] == [], f"left behind: {seen['after']}"
     _assert_clean(stack.run_id, [c.pid for c in stack.components], [p for c in stack.components for p in c.ports.values()])
+
+
+def test_two_interrupts_during_teardown_leave_nothing(tmp_path):
+    """SIGINT twice while teardown deletes Kyverno's webhook configurations: teardown finishes
+    every step anyway (webhooks deleted while the apiserver still answered, every process stopped,
+    the run directory with its credentials removed, the logs kept)."""
+    for name in ("etcd", "kube-apiserver", "kyverno"):
+        if not toolchain.resolve(name).available:
+            pytest.skip(f"{name} not available (fix: labgate tools install {name})")
+    run_id = "td-" + uuid.uuid4().hex[:6]
+    hold = "teardown-kyverno-webhooks"
+    reports = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "suites/admission", "-k", "test_a3", "-p", "no:xdist",
+                             "--scenario", "scenarios/local.yaml", "-q", "--labgate-reports", str(reports), "--labgate-no-html"],
+                            cwd=ROOT, env=_env(tmp_path, run_id, hold), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ready = _checkpoint(tmp_path, "stack-ready", proc, timeout=600)
+        _checkpoint(tmp_path, hold, proc, timeout=600)
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.3)
+        (tmp_path / "cp" / f"{hold}.release").write_text("")
+        proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    _assert_clean(run_id, ready["pids"], ready["ports"])
+    done = json.loads((reports / run_id / "teardown.json").read_text())
+    steps = {d["step"]: d for d in done}
+    assert steps["kyverno-webhooks"]["error"] == "", steps["kyverno-webhooks"]
+    assert [d["step"] for d in done].index("kyverno-webhooks") < [d["step"] for d in done].index("stop-kube-apiserver")
+    assert "2 interrupt(s) arrived during teardown" in steps["interrupts"]["note"]
+    assert (reports / run_id / "logs" / "kyverno.log").exists(), "the logs were copied"
+
+
+def test_sigkill_of_the_controller_is_reaped_by_the_next_run(tmp_path):
+    """A run killed with SIGKILL cannot tear itself down; the next run's reaper removes what it left
+    (its processes die with it; its run directory, with every credential, and its registration stay)."""
+    run_id = "kill-" + uuid.uuid4().hex[:6]
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "suites/oci", "-p", "no:xdist", "--scenario", "scenarios/local.yaml", "-q",
+                             "--labgate-reports", str(tmp_path / "r"), "--labgate-no-html"],
+                            cwd=ROOT, env=_env(tmp_path, run_id, "suite-started"), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ready = _checkpoint(tmp_path, "stack-ready", proc, timeout=300)
+    _checkpoint(tmp_path, "suite-started", proc, timeout=120)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    run_dir = Path(ready["state"]).parent
+    assert run_dir.exists(), "a SIGKILLed run leaves its run directory (the reaper's work)"
+    second = "next-" + uuid.uuid4().hex[:6]
+    nxt = subprocess.run([sys.executable, "-m", "pytest", "suites/oci/test_pull.py", "-k", "manifest", "-p", "no:xdist",
+                          "--scenario", "scenarios/local.yaml", "-q", "--labgate-reports", str(tmp_path / "r"), "--labgate-no-html"],
+                         cwd=ROOT, env=_env(tmp_path, second), capture_output=True, text=True, timeout=600)
+    said = nxt.stdout + nxt.stderr
+    assert f"reaper: run {run_id}" in said, said[-3000:]
+    _assert_clean(run_id, ready["pids"], ready["ports"])
+    assert not run_dir.exists()
+    assert not (toolchain.cache_root() / "runs" / f"{run_id}.json").exists()

@@ -90,21 +90,48 @@ def test_strip_analytics(tmp_path):
     assert "googletagmanager" not in f.read_text() and "app.js" in f.read_text()
 
 
-def test_known_issue_marks_are_strict(tmp_path):
+ENTRY = ("- id: d1\n  match: {registry: distribution}\n  tests: ['suites/oci/test_c.py::test_sha512_*']\n  reason: r\n"
+         "  reference: ref\n  evidence: 'AssertionError: mount MUST answer 201'\n  owner: registry-team\n  expires: 2030-01-31\n")
+
+
+def test_known_issue_applies_by_registry_and_test(tmp_path):
     f = tmp_path / "k.yaml"
-    f.write_text("- id: d1\n  match: {registry: distribution}\n  tests: ['suites/oci/test_c.py::test_sha512_*']\n  reason: r\n  reference: ref\n")
+    f.write_text(ENTRY)
     entries = known.load(str(f))
     assert known.applies(entries[0], "suites/oci/test_c.py::test_sha512_blob", {"registry": "distribution"})
     assert not known.applies(entries[0], "suites/oci/test_c.py::test_sha512_blob", {"registry": "zot"})
 
 
-def test_known_issues_file_is_validated(tmp_path):
+def test_known_issue_excuses_only_its_evidence(tmp_path):
+    f = tmp_path / "k.yaml"
+    f.write_text(ENTRY)
+    entry = known.load(str(f))[0]
+    assert known.evidence_matches(entry, "AssertionError", "mount MUST answer 201: POST /v2/x -> 202")
+    assert not known.evidence_matches(entry, "ConnectionError", "the mount MUST answer 201")
+    assert not known.evidence_matches(entry, "AssertionError", "HEAD MUST answer 404")
+
+
+@pytest.mark.parametrize("missing", ["reference", "evidence", "owner", "expires"])
+def test_known_issues_file_is_validated(tmp_path, missing):
     from labgate.errors import ScenarioError
 
     f = tmp_path / "k.yaml"
-    f.write_text("- id: d1\n  tests: [x]\n  reason: r\n")
-    with pytest.raises(ScenarioError, match=r"\[0\]\.reference: required field is missing"):
+    f.write_text("".join(ln + "\n" for ln in ENTRY.splitlines() if not ln.strip().startswith(missing + ":")))
+    with pytest.raises(ScenarioError, match=rf"\[0\]\.{missing}: required field is missing"):
         known.load(str(f))
+
+
+def test_quarantine_expires(tmp_path):
+    import datetime as dt
+
+    f = tmp_path / "k.yaml"
+    f.write_text(ENTRY)
+    entry = known.load(str(f))[0]
+    assert known.state(entry, dt.date(2029, 12, 1)) == "active"
+    assert known.state(entry, dt.date(2030, 1, 20)) == "expires soon"
+    assert known.state(entry, dt.date(2030, 2, 1)) == "expired"
+    assert [e["id"] for e in known.expired(dt.date(2030, 2, 1), str(f))] == ["d1"]
+    assert known.expired(dt.date(2029, 1, 1), str(f)) == []
 
 
 def test_shipped_known_issues_file_loads():

@@ -23,7 +23,7 @@ EXPECTED = {
     "bad-provider.yaml": "provider: expected one of 'local', 'kind', 'k3d' or 'existing' (got 'minikube')",
     "bad-arch.yaml": "arch: expected one of 'auto', 'amd64' or 'arm64' (got 'riscv64')",
     "suites-not-list.yaml": "suites: expected a list",
-    "unknown-suite.yaml": "suites[1]: expected one of 'oci', 'oidc', 'access', 'admission' or 'rotation' (got 'fuzz')",
+    "unknown-suite.yaml": "suites[1]: expected one of 'oci', 'oidc', 'access', 'admission', 'rotation' or 'faults' (got 'fuzz')",
     "robot-not-mapping.yaml": "identities.robots[0]: expected a mapping",
     "undeclared-group.yaml": "identities.robots[0].groups: group 'admins' is not declared in identities.groups",
     "duplicate-robot.yaml": "identities.robots[1].name: 'ci-robot' is declared twice",

@@ -226,16 +226,36 @@ def test_build_image_is_deterministic_and_real():
     tar = gzip.decompress(a.layer)
     assert a.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
     with tarfile.open(fileobj=io.BytesIO(tar)) as t:
-        (member,) = t.getmembers()
-        assert member.name == "hello.txt" and member.mtime == 946684800 and member.uid == 0
-        assert t.extractfile(member).read() == b"hello from seed-1\n"
+        hello, waiter = t.getmembers()
+        assert hello.name == "hello.txt" and hello.mtime == 946684800 and hello.uid == 0
+        assert t.extractfile(hello).read() == b"hello from seed-1\n"
+        assert waiter.name == "labgate-wait" and waiter.mode == 0o755
+        assert t.extractfile(waiter).read()[:4] == b"\x7fELF"
     config = json.loads(a.config)
     assert config["architecture"] == "amd64" and config["os"] == "linux"
+    assert config["config"]["Entrypoint"] == ["/labgate-wait"], "the image runs: a pod of it reaches Running"
     assert config["rootfs"] == {"type": "layers", "diff_ids": [a.diff_id]}
     m = json.loads(a.manifest)
     assert m["mediaType"] == MT_MANIFEST and m["config"]["digest"] == a.config_digest
     assert m["layers"] == [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": a.layer_digest,
                             "size": len(a.layer)}]
+
+
+def test_waiter_runs_and_waits(tmp_path):
+    """The runnable images' entrypoint: a static program that waits until it is killed."""
+    import platform
+    import subprocess
+
+    from labgate.images import waiter_elf
+
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine())
+    if arch is None:
+        pytest.skip(f"no waiter for {platform.machine()}")
+    exe = tmp_path / "wait"
+    exe.write_bytes(waiter_elf(arch))
+    exe.chmod(0o755)
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run([str(exe)], timeout=1)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -41,8 +41,25 @@ def test_env_var_pointing_nowhere_says_how_to_fix(cache, monkeypatch):
     monkeypatch.setenv("ZOT_BIN", "/nonexistent/zot")
     r = toolchain.resolve("zot")
     assert not r.available
-    assert "ZOT_BIN=/nonexistent/zot is not an executable file" in r.reason
-    assert "point ZOT_BIN at the zot binary" in r.reason
+    assert "ZOT_BIN=/nonexistent/zot does not exist" in r.reason
+    assert "point ZOT_BIN at a working zot binary, or unset it" in r.reason
+
+
+def test_env_var_naming_a_broken_binary_is_an_error(cache, tmp_path, monkeypatch):
+    broken = _exe(tmp_path / "bin" / "registry", "#!/bin/sh\nexit 1\n")
+    monkeypatch.setenv("DISTRIBUTION_BIN", str(broken))
+    r = toolchain.resolve("distribution")
+    assert not r.available and "does not work" in r.reason and "DISTRIBUTION_BIN=" in r.reason
+
+
+def test_install_never_builds_around_a_bad_variable(cache, monkeypatch):
+    """A variable that names no working binary is reported, not silently replaced by a build."""
+    monkeypatch.setenv("DISTRIBUTION_BIN", "/nonexistent")
+    ran = []
+    monkeypatch.setattr(res, "_run", lambda *a, **k: ran.append(a) or (1, ""))
+    r = toolchain.install("distribution")
+    assert not r.available and r.reason.startswith("DISTRIBUTION_BIN=/nonexistent does not exist")
+    assert ran == [], "nothing may be built when the variable is set"
 
 
 def test_zot_without_binary_gives_the_exact_reason(cache):

@@ -45,12 +45,16 @@ def _api_message(exc: Any) -> str:
 
 
 class Admission:
-    def __init__(self, kubeconfig: str):
+    """``dry_run``: every write is a server-side dry run (read-only stacks: the apiserver and
+    Kyverno's webhooks judge the object, nothing is stored)."""
+
+    def __init__(self, kubeconfig: str, context: str = "", dry_run: bool = False):
         from kubernetes import client as kclient
         from kubernetes import config as kconfig
 
         self.kc = kclient
-        self.api = kconfig.new_client_from_config(kubeconfig)
+        self.dry_run = dry_run
+        self.api = kconfig.new_client_from_config(kubeconfig, context=context or None)
         self.core = kclient.CoreV1Api(self.api)
         self.apps = kclient.AppsV1Api(self.api)
         self.custom = kclient.CustomObjectsApi(self.api)
@@ -62,38 +66,20 @@ class Admission:
         return name
 
     def apply_policy(self, policy: dict[str, Any], timeout: float = 120.0) -> float:
-        """Create or replace a ClusterPolicy and wait until Kyverno reports it Ready.
-        Returns the seconds from the write to Ready."""
-        from kubernetes.client.rest import ApiException
+        """Server-side apply a ClusterPolicy (no read-then-replace, so no 409 between writers) and
+        wait until Kyverno reports Ready *for this spec*. Returns the seconds from the write to that.
 
+        Kyverno sets no observedGeneration, and Ready stays True across an update; what does move is
+        ``status.autogen``, which its webhook controller recomputes from the spec it just put in the
+        webhook configuration (labgate.components.kyverno.status_reflects)."""
         name = policy["metadata"]["name"]
         t0 = time.monotonic()
-        try:
-            current = self.custom.get_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", name)
-            body = dict(policy)
-            body["metadata"] = {**policy["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}
-            self.custom.replace_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", name, body)
-            self._wait_generation(name, current["metadata"].get("generation", 0))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            self.custom.create_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", policy)
-        kv.wait_policy_ready(self.custom, name, timeout=timeout)
+        self.custom.patch_cluster_custom_object(
+            "kyverno.io", "v1", "clusterpolicies", name, policy, field_manager="labgate", force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+        kv.wait_policy_ready(self.custom, name, timeout=timeout, spec=policy)
         return time.monotonic() - t0
-
-    def _wait_generation(self, name: str, old_generation: int) -> None:
-        """After a replace, Ready must be about the new generation, not the previous one."""
-        from labgate.process import wait_until
-
-        def observed() -> bool:
-            obj = self.custom.get_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", name)
-            gen = obj["metadata"].get("generation", 0)
-            if gen <= old_generation:
-                return True  # nothing changed in spec
-            conds = (obj.get("status") or {}).get("conditions") or []
-            return any(c.get("type") == "Ready" and c.get("observedGeneration", gen) >= gen for c in conds) or not conds
-
-        wait_until(observed, timeout=60, what=f"ClusterPolicy {name} to observe its new generation", interval=0.2)
 
     def create_policy_raw(self, policy: dict[str, Any]) -> tuple[bool, str]:
         """Create a policy and report whether the apiserver (Kyverno's policy webhook) accepted it."""
@@ -125,7 +111,7 @@ class Admission:
         )
         t0 = time.monotonic()
         try:
-            pod = self.core.create_namespaced_pod(ns, body)
+            pod = self.core.create_namespaced_pod(ns, body, **({"dry_run": "All"} if self.dry_run else {}))
         except ApiException as exc:
             return Outcome("Pod", name, image, False, normalize(_api_message(exc)), seconds=time.monotonic() - t0)
         return Outcome("Pod", name, image, True, stored_image=pod.spec.containers[0].image,
@@ -149,16 +135,16 @@ class Admission:
         )
         t0 = time.monotonic()
         try:
-            dep = self.apps.create_namespaced_deployment(ns, body)
+            dep = self.apps.create_namespaced_deployment(ns, body, **({"dry_run": "All"} if self.dry_run else {}))
         except ApiException as exc:
             return Outcome("Deployment", name, image, False, normalize(_api_message(exc)), seconds=time.monotonic() - t0)
         return Outcome("Deployment", name, image, True, stored_image=dep.spec.template.spec.containers[0].image,
                        seconds=time.monotonic() - t0)
 
-    def wait_webhook(self, webhook: str, timeout: float = 60.0) -> float:
+    def wait_webhook(self, webhook: str, timeout: float = 60.0, prefix: bool = False) -> float:
         """Wait until Kyverno has registered ``webhook`` (e.g. validate.kyverno.svc-ignore) with rules:
         a policy's Ready condition does not say that every webhook configuration has caught up."""
-        from labgate.process import wait_until
+        from labgate.process import kube_retry, wait_until
 
         adm = self.kc.AdmissionregistrationV1Api(self.api)
         t0 = time.monotonic()
@@ -166,9 +152,9 @@ class Admission:
         def registered() -> bool:
             cfgs = adm.list_validating_webhook_configuration(label_selector=kv.MANAGED_BY).items
             cfgs += adm.list_mutating_webhook_configuration(label_selector=kv.MANAGED_BY).items
-            return any(w.name == webhook and w.rules for c in cfgs for w in (c.webhooks or []))
+            return any((w.name.startswith(webhook) if prefix else w.name == webhook) and w.rules for c in cfgs for w in (c.webhooks or []))
 
-        wait_until(registered, timeout=timeout, what=f"Kyverno webhook {webhook}", interval=0.2)
+        wait_until(registered, timeout=timeout, what=f"Kyverno webhook {webhook}", interval=0.2, retry_on=kube_retry())
         return time.monotonic() - t0
 
     def webhook_configurations(self) -> list[str]:

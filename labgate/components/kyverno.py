@@ -64,6 +64,37 @@ def crd_files(crds: Path) -> list[Path]:
     return sorted(crds.rglob("*.yaml"))
 
 
+def install_prerequisites(api, crds: Path, *, registry_host: str, robot: str, password: str,
+                          abort=None) -> None:
+    """What Kyverno needs before it starts: its namespace, every CRD of the module (established)
+    and the pull secret with a read-only robot's credentials for the registry."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubernetes import client as kclient
+    from kubernetes import utils as kutils
+
+    from labgate.process import kube_retry, wait_until
+
+    core = kclient.CoreV1Api(api)
+    core.create_namespace(kclient.V1Namespace(metadata=kclient.V1ObjectMeta(name=NAMESPACE)))
+    with ThreadPoolExecutor(max_workers=4) as pool:  # 22 large CRDs: the apiserver takes them in parallel
+        list(pool.map(lambda f: kutils.create_from_yaml(api, str(f)), crd_files(crds)))
+    ext = kclient.ApiextensionsV1Api(api)
+
+    def established() -> bool:
+        for name in ("clusterpolicies.kyverno.io", "policies.kyverno.io"):
+            crd = ext.read_custom_resource_definition(name)
+            if not any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+                return False
+        return True
+
+    wait_until(established, timeout=60, what="Kyverno CRDs established", abort=abort, retry_on=kube_retry())
+    core.create_namespaced_secret(NAMESPACE, kclient.V1Secret(
+        metadata=kclient.V1ObjectMeta(name=PULL_SECRET), type="kubernetes.io/dockerconfigjson",
+        string_data={".dockerconfigjson": docker_config(registry_host, robot, password)},
+    ))
+
+
 def docker_config(registry_host: str, user: str, password: str) -> str:
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
     return json.dumps({"auths": {registry_host: {"username": user, "password": password, "auth": auth}}})
@@ -86,6 +117,7 @@ def render_cluster_policy(
     timeout_seconds: int = 15,
 ) -> dict[str, Any]:
     """A kyverno.io/v1 ClusterPolicy verifying cosign key signatures (no transparency log)."""
+    public_keys, use_cache = _mutated(name, list(public_keys), use_cache)
     entries = [
         {"keys": {"publicKeys": pem.strip(), "signatureAlgorithm": "sha256",
                   "rekor": {"ignoreTlog": True}, "ctlog": {"ignoreSCT": True}}}
@@ -122,6 +154,26 @@ def render_cluster_policy(
     }
 
 
+_RENDERED_KEYS: dict[str, list[str]] = {}
+
+
+def _mutated(name: str, public_keys: list[str], use_cache: bool) -> tuple[list[str], bool]:
+    """labgate.mutations: what a deliberately wrong policy would hold instead."""
+    from labgate import mutations
+
+    if mutations.on("policy-trusts-other-key"):
+        from labgate.signing import KeyPair
+
+        public_keys = [KeyPair.generate().public_pem().decode()]
+    elif mutations.on("old-key-never-retired"):
+        kept = _RENDERED_KEYS.setdefault(name, [])
+        kept += [k for k in public_keys if k not in kept]
+        public_keys = list(kept)
+    if mutations.on("cache-off"):
+        use_cache = False
+    return public_keys, use_cache
+
+
 def dump(policy: dict[str, Any]) -> str:
     return yaml.safe_dump(policy, sort_keys=False)
 
@@ -133,15 +185,41 @@ def policy_ready(status: dict[str, Any] | None) -> bool:
     return False
 
 
-def wait_policy_ready(custom_api, name: str, timeout: float = 120.0) -> float:
-    """Poll a ClusterPolicy until it reports Ready; returns the seconds it took."""
-    from labgate.process import wait_until
+def _verify_view(verify: dict[str, Any]) -> tuple:
+    """What of a verifyImages entry decides admission (Kyverno fills in defaults around it)."""
+    attestors = tuple(
+        (a.get("count"), tuple(" ".join(str((e.get("keys") or {}).get("publicKeys", "")).split()) for e in a.get("entries") or []))
+        for a in verify.get("attestors") or []
+    )
+    return (verify.get("type", "Cosign"), tuple(verify.get("imageReferences") or ()), verify.get("required", True),
+            verify.get("useCache", True), verify.get("verifyDigest", True), verify.get("mutateDigest", True),
+            verify.get("repository", ""), attestors)
+
+
+def status_reflects(obj: dict[str, Any], spec: dict[str, Any]) -> bool | None:
+    """Whether a ClusterPolicy's status was computed from ``spec``: its autogen rules (the same rules
+    for Pod controllers) carry the spec's verifyImages. None when the policy has no autogen rules
+    (it does not match Pods), so the status cannot tell."""
+    rules = ((obj.get("status") or {}).get("autogen") or {}).get("rules") or []
+    if not rules:
+        return None
+    want = [_verify_view(v) for r in spec["spec"]["rules"] for v in r.get("verifyImages") or []]
+    got = [_verify_view(v) for r in rules for v in r.get("verifyImages") or []]
+    return bool(want) and all(w in got for w in want)
+
+
+def wait_policy_ready(custom_api, name: str, timeout: float = 120.0, spec: dict[str, Any] | None = None) -> float:
+    """Poll a ClusterPolicy until it reports Ready and, given the ``spec`` just written, until its
+    status belongs to that spec; returns the seconds it took."""
+    from labgate.process import kube_retry, wait_until
 
     t0 = time.monotonic()
 
     def ready() -> bool:
         obj = custom_api.get_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", name)
-        return policy_ready(obj.get("status"))
+        if not policy_ready(obj.get("status")):
+            return False
+        return spec is None or status_reflects(obj, spec) is not False
 
-    wait_until(ready, timeout=timeout, what=f"ClusterPolicy {name} Ready", interval=0.25)
+    wait_until(ready, timeout=timeout, what=f"ClusterPolicy {name} Ready for its new spec", interval=0.1, retry_on=kube_retry())
     return time.monotonic() - t0

@@ -27,6 +27,17 @@ def htpasswd(credentials: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def robots_htpasswd(scenario: Scenario, credentials: dict[str, str]) -> str:
+    """The registry's htpasswd: the scenario's robots and nobody else. The run holds other secrets
+    (Pocket ID's keys, OIDC client secrets); none of them is an account of the registry."""
+    from labgate import mutations
+
+    robots = [r.name for r in scenario.identities.robots]
+    if mutations.on("htpasswd-drops-robot"):
+        robots = [r for r in robots if r != "vault-robot"]
+    return htpasswd({r: credentials[r] for r in robots})
+
+
 def zot_access_control(scenario: Scenario) -> dict[str, Any]:
     """zot ``http.accessControl`` from the scenario's access policies.
 
@@ -84,6 +95,11 @@ def render_zot_config(
         http["auth"]["sessionKeysFile"] = session_keys_path
     if scenario.access.policies or scenario.access.anonymous_read:
         http["accessControl"] = zot_access_control(scenario)
+    from labgate import mutations
+
+    if mutations.on("auth-off"):
+        http.pop("auth")
+        http.pop("accessControl", None)
     return {
         "distSpecVersion": "1.1.1",
         "storage": {"rootDirectory": root_dir, "dedupe": True, "gc": False},
@@ -112,6 +128,12 @@ def render_distribution_config(
         "http": {"addr": f"{address}:{port}", "secret": http_secret, "headers": {"X-Content-Type-Options": ["nosniff"]}},
         "auth": {"htpasswd": {"realm": "labgate", "path": htpasswd_path}},
     }
+    from labgate import mutations
+
+    if mutations.on("auth-off"):
+        cfg.pop("auth")
+    if mutations.on("deletion-disabled"):
+        cfg["storage"]["delete"]["enabled"] = False
     return yaml.safe_dump(cfg, sort_keys=False)
 
 

@@ -2,31 +2,147 @@
 
 Each component gets free ports, its config and data in a private run directory (mode 0700, removed
 at teardown: it holds the run's credentials), and its output captured there. Readiness is polled
-with a deadline. Teardown runs in reverse start order on success, failure, exception, SIGINT and
-SIGTERM, and copies each component's log, redacted, into the report directory.
+with a deadline. What does not depend on each other starts at the same time: the registry side
+(Pocket ID, then the registry, which reads Pocket ID's discovery document) and the cluster side
+(etcd, kube-apiserver, Kyverno's CRDs, Kyverno).
+
+Teardown is a list of steps registered as things are created (labgate.providers.base.Teardown):
+every process, Kyverno's webhook configurations, the logs and the run directory. It runs in
+reverse on success, failure, exception, SIGINT and SIGTERM, finishes every step whatever one of
+them raises, and a further interrupt waits for it. The state file is written as soon as the run
+directory exists and after every process start, so that `labgate stack down` and the reaper find
+everything a run started even when it was killed half-way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import sys
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 import requests
 
 from labgate import checkpoint, redact, toolchain
+from labgate.abilities import CREDENTIALS, KUBECONFIG, LIFECYCLE, LOGS, PAUSE, Handle, Health
 from labgate.components import registry as reg
 from labgate.errors import StackError
-from labgate.process import Managed, free_port, wait_until
+from labgate.process import Managed, free_port, pid_alive, stop_pid, wait_until
+from labgate.providers.base import Teardown
 from labgate.scenario import Scenario
-from labgate.stack import ComponentState, Stack, host_arch
+from labgate.stack import ComponentState, Stack, host_arch, proc_ticks
 
 HEALTH_TIMEOUT = float(os.environ.get("LABGATE_HEALTH_TIMEOUT", "60"))
+KUBE_TIMEOUT = 10  # seconds for one Kubernetes API call made by the harness itself
+
+
+# ----------------------------------------------------------------------------------------------
+# health: one function per component, used at start, at restart and by the watcher
+
+
+def healthy(stack: Stack, c: ComponentState) -> bool:
+    """Whether ``c`` answers its health endpoint now (requests errors propagate as OSError)."""
+    if c.name == "registry":
+        return requests.get(c.url + "/v2/", timeout=2).status_code in (200, 401)
+    if c.name == "identity":
+        return requests.get(f"http://127.0.0.1:{c.ports['http']}/healthz", timeout=2).status_code in (200, 204)
+    if c.name == "etcd":
+        r = requests.get(c.url + "/health", timeout=2)
+        return r.status_code == 200 and r.json().get("health") == "true"
+    if c.name == "kube-apiserver":
+        ca = Path(stack.run_dir) / "kubernetes" / "pki" / "ca.crt"
+        r = requests.get(c.url + "/readyz", headers={"Authorization": f"Bearer {stack.password('kubernetes:admin-token')}"},
+                         verify=str(ca), timeout=3)
+        return r.status_code == 200
+    if c.name == "kyverno":
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        return requests.get(c.url + "/health/readiness", verify=False, timeout=2).status_code == 200
+    raise StackError(f"no health check for component {c.name!r}")
+
+
+def _alive(c: ComponentState) -> bool:
+    return bool(c.pid) and pid_alive(c.pid) and (not c.started_ticks or proc_ticks(c.pid) == c.started_ticks)
+
+
+def _stop_component(c: ComponentState, proc: Managed | None = None) -> None:
+    """Stop the process the state file records for ``c`` (a test may have restarted it under a new
+    pid) and the one this provider started, if different."""
+    if proc is not None:
+        proc.stop()
+    if c.pid and (proc is None or c.pid != proc.pid) and _alive(c):
+        stop_pid(c.pid)
+
+
+def _delete_kyverno_webhooks(kubeconfig: str) -> None:
+    """Kyverno leaves its webhook configurations behind; under failurePolicy Fail they would block
+    every later write to the apiserver (and a reused cluster would keep them)."""
+    from kubernetes import client as kclient
+    from kubernetes import config as kconfig
+
+    from labgate.components.kyverno import MANAGED_BY
+
+    adm = kclient.AdmissionregistrationV1Api(kconfig.new_client_from_config(kubeconfig))
+    for cfg in adm.list_mutating_webhook_configuration(label_selector=MANAGED_BY, _request_timeout=KUBE_TIMEOUT).items:
+        adm.delete_mutating_webhook_configuration(cfg.metadata.name, _request_timeout=KUBE_TIMEOUT)
+    for cfg in adm.list_validating_webhook_configuration(label_selector=MANAGED_BY, _request_timeout=KUBE_TIMEOUT).items:
+        adm.delete_validating_webhook_configuration(cfg.metadata.name, _request_timeout=KUBE_TIMEOUT)
+
+
+def _copy_logs(components: list[ComponentState], report_dir: str) -> None:
+    logdir = Path(report_dir) / "logs"
+    for c in components:
+        try:
+            text = Path(c.log).read_text(errors="replace")
+        except OSError:
+            continue
+        logdir.mkdir(parents=True, exist_ok=True)
+        (logdir / f"{c.name}.log").write_text(redact.redact(text))
+
+
+def _write_teardown_record(report_dir: str, done: list[dict[str, object]]) -> None:
+    try:
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        (Path(report_dir) / "teardown.json").write_text(json.dumps(done, indent=2))
+    except OSError:
+        pass
+
+
+def _current(stack: Stack) -> Stack:
+    """The state file's view (pids change when a test restarts a component); the given stack when
+    the file is gone."""
+    try:
+        return Stack.load(stack.state_file) if stack.state_file and Path(stack.state_file).exists() else stack
+    except StackError:
+        return stack
+
+
+def component_steps(td: Teardown, stack: Stack, name: str, proc: Managed | None = None) -> None:
+    """Register the teardown of one component (and, for Kyverno, its webhook configurations, to be
+    deleted after it stopped and while the apiserver still answers)."""
+    def stop() -> None:
+        now = _current(stack)
+        try:
+            c = now.component(name)
+        except KeyError:
+            if proc is not None:
+                proc.stop()
+            return
+        _stop_component(c, proc)
+
+    if name == "kyverno":
+        td.add("kyverno-webhooks", lambda: _delete_kyverno_webhooks(stack.kubeconfig))
+    td.add(f"stop-{name}", stop)
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 class LocalProvider:
@@ -37,10 +153,13 @@ class LocalProvider:
         self.run_id = run_id
         self.report_dir = Path(report_dir)
         self.detached = detached
-        self.procs: list[tuple[str, Managed]] = []
-        self.after_stop: dict[str, Callable[[], None]] = {}
+        self.procs: dict[str, Managed] = {}
+        self.teardown = Teardown()
         self.stack: Stack | None = None
         self._run_dir: Path | None = None
+        self._lock = threading.RLock()
+        self._abort = threading.Event()
+        self._side: _Side | None = None
 
     # ------------------------------------------------------------------------------------------
     def up(self) -> Stack:
@@ -59,62 +178,88 @@ class LocalProvider:
                 fix=f"set arch: auto, or run on a {arch} machine ({arch} emulation needs qemu-user: apt-get install qemu-user-static binfmt-support)",
             )
         check_versions(sc)
+        # every binary first: a missing one is one clear error before anything starts
+        t0 = time.monotonic()
+        kind, reg_tool = self._choose_registry()
+        kube_tools = self._kube_tools()
+        toolchain_seconds = round(time.monotonic() - t0, 3)
+
         self._run_dir = Path(tempfile.mkdtemp(prefix=f"labgate-{self.run_id}-"))
-        os.chmod(self._run_dir, 0o700)
+        run_dir = self._run_dir
+        os.chmod(run_dir, 0o700)
+        self.teardown.add("run-dir", lambda: shutil.rmtree(run_dir, ignore_errors=True))
         self.report_dir.mkdir(parents=True, exist_ok=True)
         stack = Stack(
-            run_id=self.run_id,
-            scenario=sc.source,
-            scenario_name=sc.name,
-            provider=self.name,
-            arch=arch,
-            run_dir=str(self._run_dir),
-            report_dir=str(self.report_dir),
-            owner_pid=os.getpid(),
+            run_id=self.run_id, scenario=sc.source, scenario_name=sc.name, provider=self.name, arch=arch,
+            run_dir=str(run_dir), report_dir=str(self.report_dir), owner_pid=os.getpid(), owner_ticks=proc_ticks(os.getpid()),
+            detached=self.detached,
         )
         self.stack = stack
+        stack.timings["toolchain"] = toolchain_seconds
+        self.teardown.add("logs", lambda: _copy_logs(_current(stack).components, str(self.report_dir)))
         for robot in sc.identities.robots:
             stack.credentials[robot.name] = redact.new_secret(f"{robot.name}-password")
             redact.register_basic(robot.name, stack.credentials[robot.name], f"{robot.name}-password")
+        registry_port = free_port()
+        stack.registry_url = f"http://127.0.0.1:{registry_port}"
+        self._save()
+        _register_run(stack)
 
         t0 = time.monotonic()
-        kind, tool = self._choose_registry(stack)
-        stack.timings["toolchain"] = round(time.monotonic() - t0, 3)
-
-        registry_port = free_port()
+        if kube_tools:
+            # the cluster side does not wait for the registry side: it needs only the registry's address
+            self._side = _Side(lambda: self._cluster_side(stack, kube_tools))
         if sc.components.identity is not None:
             self._start_pocket_id(stack, registry_port if kind == "zot" else None)
-        self._start_registry(stack, kind, tool, registry_port)
-        if sc.components.kubernetes is not None:
-            self._start_kubernetes(stack)
-        if sc.components.admission is not None:
-            self._start_kyverno(stack)
-        stack.save(self._run_dir / "state.json")
-        checkpoint.reached("stack-ready", state=stack.state_file, pids=[m.pid for _, m in self.procs], ports=self.ports())
+        self._start_registry(stack, kind, reg_tool, registry_port)
+        if self._side is not None:
+            self._side.result()
+        stack.timings["stack-up"] = round(time.monotonic() - t0, 3)
+        self._save()
+        checkpoint.reached("stack-ready", state=stack.state_file, pids=[m.pid for m in self.procs.values()], ports=self.ports())
         return stack
+
+    def _save(self) -> None:
+        assert self.stack is not None and self._run_dir is not None
+        with self._lock:
+            self.stack.save(self._run_dir / "state.json")
 
     def _secret(self, label: str, nbytes: int = 18) -> str:
         """A random secret for this run, registered for redaction and kept in the state file only."""
         assert self.stack is not None
-        self.stack.credentials[label] = redact.new_secret(label, nbytes)
-        return self.stack.credentials[label]
+        with self._lock:
+            self.stack.credentials[label] = redact.new_secret(label, nbytes)
+            return self.stack.credentials[label]
 
     def ports(self) -> list[int]:
         return [p for c in (self.stack.components if self.stack else []) for p in c.ports.values()]
 
     # ------------------------------------------------------------------------------------------
-    def _choose_registry(self, stack: Stack) -> tuple[str, toolchain.Resolved]:
+    def _choose_registry(self) -> tuple[str, toolchain.Resolved]:
         want = self.scenario.components.registry.kind
         zot = toolchain.resolve("zot")
-        if not zot.available:
-            stack.skipped_components["zot"] = zot.reason
+        if os.environ.get(toolchain.TOOLS["zot"].env) and not zot.available:
+            raise StackError(f"registry: {zot.reason}")  # never a silent fall-back to another registry
         if want == "zot" or (want == "auto" and zot.available):
-            return "zot", toolchain.install("zot") if zot.available else _unavailable(zot)
+            if not zot.available:
+                raise StackError(f"registry: {zot.reason}")
+            return "zot", zot
         dist = toolchain.install("distribution")
         if not dist.available:
-            _unavailable(dist)
+            raise StackError(f"registry: {dist.reason}")
         return "distribution", dist
 
+    def _kube_tools(self) -> dict[str, toolchain.Resolved]:
+        comps = self.scenario.components
+        names = (["etcd", "kube-apiserver"] if comps.kubernetes is not None else []) + (["kyverno"] if comps.admission is not None else [])
+        tools = {}
+        for n in names:
+            tools[n] = toolchain.install(n)
+            if not tools[n].available:
+                raise StackError(f"{n}: {tools[n].reason}")
+        return tools
+
+    # ------------------------------------------------------------------------------------------
     def _start_pocket_id(self, stack: Stack, zot_port: int | None) -> None:
         """Pocket ID first: zot reads the issuer's discovery document at start-up and exits without it."""
         from labgate.components import pocketid as pid
@@ -123,18 +268,16 @@ class LocalProvider:
         tool = toolchain.resolve("pocket-id")
         if not tool.available:
             stack.skipped_components["pocket-id"] = tool.reason
+            if os.environ.get(toolchain.TOOLS["pocket-id"].env):
+                raise StackError(f"identity: {tool.reason}")
             return
         d = self._run_dir / "pocket-id"
         d.mkdir(parents=True)
         port, actors = free_port(), free_port()
         app_url = f"http://localhost:{port}"  # its own host name: cookies ignore ports, and zot is 127.0.0.1
         env = pid.env(app_url=app_url, port=port, actors_port=actors, data_dir=str(d), encryption_key=self._secret("pocket-id:encryption-key"))
-
-        def healthy() -> bool:
-            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code in (200, 204)
-
-        stack.components.append(self._start("identity", "pocket-id", tool, [tool.path], d / "pocket-id.log", healthy,
-                                            ports={"http": port, "actors": actors}, url=app_url, env=env, cwd=d))
+        self._start("identity", "pocket-id", tool, [tool.path], d / "pocket-id.log", ports={"http": port, "actors": actors},
+                    url=app_url, env=env, cwd=d)
         t0 = time.monotonic()
         zot_url = f"http://127.0.0.1:{zot_port}" if zot_port else None
         clients: dict[str, dict] = {}
@@ -142,27 +285,32 @@ class LocalProvider:
         if zot_url:
             clients[pid.ZOT_CLIENT] = {"callbackURLs": [f"{zot_url}/zot/auth/callback/oidc"], "logoutCallbackURLs": [f"{zot_url}/login"],
                                        "pkceEnabled": False, "skipConsent": True}
-        clients[pid.RP_CLIENT] = {"callbackURLs": [rp_redirect], "pkceEnabled": False, "skipConsent": False}
+        from labgate import mutations
+
+        rp_urls = [rp_redirect.rsplit("/", 1)[0] + "/*"] if mutations.on("redirect-wildcard") else [rp_redirect]
+        clients[pid.RP_CLIENT] = {"callbackURLs": rp_urls, "pkceEnabled": False, "skipConsent": False}
         clients[pid.PKCE_CLIENT] = {"callbackURLs": [rp_redirect], "pkceEnabled": True, "skipConsent": True}
         humans = list(self.scenario.identities.humans)
         groups = sorted({g for h in humans for g in h.groups})
         boot = pid.bootstrap(f"http://127.0.0.1:{port}", groups=groups, humans=humans, clients=clients)
-        stack.timings["pocket-id-bootstrap"] = round(time.monotonic() - t0, 3)
-        stack.credentials["pocket-id:api-key"] = boot.api_key
-        for cid, secret in boot.clients.items():
-            stack.credentials[f"oidc:{cid}"] = secret
-        stack.oidc_redirects = {cid: spec["callbackURLs"][0] for cid, spec in clients.items()}
-        stack.humans = boot.users
-        stack.issuer_url = app_url
-        stack.capabilities = sorted(set(stack.capabilities) | {"identity.pocket-id"})
+        with self._lock:
+            stack.timings["pocket-id-bootstrap"] = round(time.monotonic() - t0, 3)
+            stack.credentials["pocket-id:api-key"] = boot.api_key
+            for cid, secret in boot.clients.items():
+                stack.credentials[f"oidc:{cid}"] = secret
+            stack.oidc_redirects = {cid: spec["callbackURLs"][0] for cid, spec in clients.items()}
+            stack.oidc_redirects[pid.RP_CLIENT] = rp_redirect
+            stack.humans = boot.users
+            stack.issuer_url = app_url
+            stack.capabilities = sorted(set(stack.capabilities) | {"identity", "identity.pocket-id", "identity.write"})
 
     def _start_registry(self, stack: Stack, kind: str, tool: toolchain.Resolved, port: int) -> None:
         assert self._run_dir is not None
         d = self._run_dir / "registry"
         (d / "data").mkdir(parents=True)
         htpasswd = d / "htpasswd"
-        htpasswd.write_text(reg.htpasswd(stack.credentials))
-        url = f"http://127.0.0.1:{port}"
+        htpasswd.write_text(reg.robots_htpasswd(self.scenario, stack.credentials))
+        htpasswd.chmod(0o600)
         if kind == "zot":
             cfg = d / "config.json"
             oidc: dict = {}
@@ -192,63 +340,45 @@ class LocalProvider:
             sub = [] if tool.path.endswith("docker-registry") else ["serve"]
             cmd = [tool.path, *(sub or ["serve"]), str(cfg)]
             caps = ["registry", "registry.distribution", "registry.auth", "registry.delete"]
+        with self._lock:
+            stack.registry_kind = kind
+            stack.registry_htpasswd = str(htpasswd)
+            stack.capabilities = sorted(set(stack.capabilities) | set(caps) | {"registry.write", "disruptive"})
+        self._start("registry", kind, tool, cmd, d / "registry.log", ports={"http": port}, url=stack.registry_url)
 
-        def healthy() -> bool:
-            r = requests.get(url + "/v2/", timeout=2)
-            return r.status_code in (200, 401)
+    def _cluster_side(self, stack: Stack, tools: dict[str, toolchain.Resolved]) -> None:
+        self._start_kubernetes(stack, tools["etcd"], tools["kube-apiserver"])
+        if "kyverno" in tools:
+            self._start_kyverno(stack, tools["kyverno"])
 
-        state = self._start("registry", kind, tool, cmd, d / "registry.log", healthy, ports={"http": port}, url=url)
-        stack.registry_kind = kind
-        stack.registry_url = url
-        stack.registry_htpasswd = str(htpasswd)
-        stack.capabilities = sorted(set(stack.capabilities) | set(caps))
-        stack.components.append(state)
-
-    def _start_kubernetes(self, stack: Stack) -> None:
+    def _start_kubernetes(self, stack: Stack, etcd: toolchain.Resolved, api: toolchain.Resolved) -> None:
         from labgate.components import kube
 
         assert self._run_dir is not None
-        t0 = time.monotonic()
-        etcd = toolchain.install("etcd")
-        api = toolchain.install("kube-apiserver")
-        for tool in (etcd, api):
-            if not tool.available:
-                _unavailable(tool)
-        stack.timings["toolchain"] = round(stack.timings.get("toolchain", 0) + time.monotonic() - t0, 3)
         d = self._run_dir / "kubernetes"
         pki = kube.generate_pki(d / "pki")
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
-
-        def etcd_healthy() -> bool:
-            r = requests.get(f"http://127.0.0.1:{etcd_port}/health", timeout=2)
-            return r.status_code == 200 and r.json().get("health") == "true"
-
         cmd = kube.etcd_command(etcd.path, d / "etcd", etcd_port, peer_port)
-        stack.components.append(self._start("etcd", "etcd", etcd, cmd, d / "etcd.log", etcd_healthy,
-                                            ports={"client": etcd_port, "peer": peer_port}, url=f"http://127.0.0.1:{etcd_port}"))
+        self._start("etcd", "etcd", etcd, cmd, d / "etcd.log", ports={"client": etcd_port, "peer": peer_port},
+                    url=f"http://127.0.0.1:{etcd_port}")
         token = self._secret("kubernetes:admin-token")
         tokens = d / "tokens.csv"
         kube.token_file(tokens, token)
         url = f"https://127.0.0.1:{api_port}"
-
-        def api_healthy() -> bool:
-            r = requests.get(url + "/readyz", headers={"Authorization": f"Bearer {token}"}, verify=str(pki.ca_cert), timeout=3)
-            return r.status_code == 200
-
-        cmd = kube.apiserver_command(api.path, pki, port=api_port, etcd_port=etcd_port, tokens=tokens, cert_dir=d / "certs")
-        stack.components.append(self._start("kube-apiserver", "kube-apiserver", api, cmd, d / "kube-apiserver.log", api_healthy,
-                                            ports={"https": api_port}, url=url, timeout=3 * HEALTH_TIMEOUT))
         kc = d / "kubeconfig"
         kc.write_text(kube.kubeconfig(url, pki.ca_cert, token))
         kc.chmod(0o600)
-        stack.kubeconfig = str(kc)
-        stack.kube_url = url
-        stack.capabilities = sorted(set(stack.capabilities) | {"kubernetes"})
+        with self._lock:
+            stack.kubeconfig = str(kc)
+            stack.kube_url = url
+        cmd = kube.apiserver_command(api.path, pki, port=api_port, etcd_port=etcd_port, tokens=tokens, cert_dir=d / "certs")
+        self._start("kube-apiserver", "kube-apiserver", api, cmd, d / "kube-apiserver.log", ports={"https": api_port}, url=url,
+                    timeout=3 * HEALTH_TIMEOUT)
+        with self._lock:
+            stack.capabilities = sorted(set(stack.capabilities) | {"kubernetes", "cluster.write"})
 
-    def _start_kyverno(self, stack: Stack) -> None:
-        from kubernetes import client as kclient
+    def _start_kyverno(self, stack: Stack, tool: toolchain.Resolved) -> None:
         from kubernetes import config as kconfig
-        from kubernetes import utils as kutils
 
         from labgate.components import kyverno as kv
 
@@ -256,118 +386,324 @@ class LocalProvider:
         sc = self.scenario
         adm = sc.components.admission
         assert adm is not None
-        t0 = time.monotonic()
-        tool = toolchain.install("kyverno")
-        if not tool.available:
-            _unavailable(tool)
-        stack.timings["toolchain"] = round(stack.timings.get("toolchain", 0) + time.monotonic() - t0, 3)
         crds = Path(os.environ.get("KYVERNO_CRDS") or Path(tool.path).parent.parent / "config" / "crds")
         if not crds.is_dir():
             raise StackError(f"kyverno: no CRD directory at {crds}", fix="set KYVERNO_CRDS to the config/crds directory of the kyverno module")
-        api = kconfig.new_client_from_config(stack.kubeconfig)
-        core = kclient.CoreV1Api(api)
-        t0 = time.monotonic()
-        core.create_namespace(kclient.V1Namespace(metadata=kclient.V1ObjectMeta(name=kv.NAMESPACE)))
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=4) as pool:  # 22 large CRDs: the apiserver takes them in parallel
-            list(pool.map(lambda f: kutils.create_from_yaml(api, str(f)), kv.crd_files(crds)))
-        ext = kclient.ApiextensionsV1Api(api)
-
-        def established() -> bool:
-            for name in ("clusterpolicies.kyverno.io", "policies.kyverno.io"):
-                crd = ext.read_custom_resource_definition(name)
-                if not any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
-                    return False
-            return True
-
-        wait_until(established, timeout=60, what="Kyverno CRDs established")
         robot = adm.pull_robot or next((r.name for r in sc.identities.robots if "readers" in r.groups), None) \
             or (sc.identities.robots[0].name if sc.identities.robots else None)
         if robot is None:
             raise StackError(f"{sc.source}: identities.robots: Kyverno needs a robot to read the registry", fix="declare a read-only robot")
-        core.create_namespaced_secret(kv.NAMESPACE, kclient.V1Secret(
-            metadata=kclient.V1ObjectMeta(name=kv.PULL_SECRET), type="kubernetes.io/dockerconfigjson",
-            string_data={".dockerconfigjson": kv.docker_config(stack.registry_host, robot, stack.password(robot))},
-        ))
-        stack.timings["kyverno-prerequisites"] = round(time.monotonic() - t0, 3)
+        api = kconfig.new_client_from_config(stack.kubeconfig)
+        t0 = time.monotonic()
+        kv.install_prerequisites(api, crds, registry_host=stack.image_host, robot=robot, password=stack.password(robot),
+                                 abort=self._aborted)
+        with self._lock:
+            stack.timings["kyverno-prerequisites"] = round(time.monotonic() - t0, 3)
         port, metrics = free_port(), free_port()
         cmd = kv.command(tool.path, kubeconfig=stack.kubeconfig, webhook_port=port, metrics_port=metrics, cache_ttl=adm.cache_ttl)
-        url = f"https://127.0.0.1:{port}"
+        self._start("kyverno", "kyverno", tool, cmd, self._run_dir / "kyverno" / "kyverno.log",
+                    ports={"webhook": port, "metrics": metrics}, url=f"https://127.0.0.1:{port}", env=kv.ENV, timeout=3 * HEALTH_TIMEOUT)
+        with self._lock:
+            stack.capabilities = sorted(set(stack.capabilities) | {"admission", "admission.kyverno"})
 
-        def healthy() -> bool:
-            return requests.get(url + "/health/readiness", verify=False, timeout=2).status_code == 200
+    def _aborted(self) -> str | None:
+        return "the stack start was interrupted" if self._abort.is_set() else None
 
-        import urllib3
-
-        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        self.after_stop["kyverno"] = lambda: _delete_kyverno_webhooks(api)
-        stack.components.append(self._start("kyverno", "kyverno", tool, cmd, self._run_dir / "kyverno" / "kyverno.log", healthy,
-                                            ports={"webhook": port, "metrics": metrics}, url=url, env=kv.ENV,
-                                            timeout=3 * HEALTH_TIMEOUT))
-        stack.capabilities = sorted(set(stack.capabilities) | {"admission", "admission.kyverno"})
-
-    def _start(self, name: str, kind: str, tool: toolchain.Resolved, cmd: list[str], log: Path,
-               healthy: Callable[[], bool], *, ports: dict[str, int], url: str = "", env: dict[str, str] | None = None,
-               timeout: float = HEALTH_TIMEOUT, cwd: Path | None = None) -> ComponentState:
-        t0 = time.monotonic()
-        m = Managed(name, cmd, log, env=env or {}, cwd=cwd, die_with_parent=not self.detached).start()
-        self.procs.append((name, m))
-        checkpoint.reached(f"component-started-{name}", pid=m.pid, ports=list(ports.values()))
-        wait_until(healthy, timeout=timeout, what=f"{name} ({kind}) at {url or ports}", abort=lambda: _port_clash(m) or m.exited())
-        elapsed = round(time.monotonic() - t0, 3)
+    def _start(self, name: str, kind: str, tool: toolchain.Resolved, cmd: list[str], log: Path, *, ports: dict[str, int],
+               url: str = "", env: dict[str, str] | None = None, timeout: float = HEALTH_TIMEOUT, cwd: Path | None = None) -> ComponentState:
         assert self.stack is not None
-        self.stack.timings[f"start:{name}"] = elapsed
-        return ComponentState(
-            name=name, kind=kind, version=tool.version, source=tool.source, path=tool.path,
-            reported_version=tool.reported_version, pid=m.pid, ports=ports, url=url, log=str(log), start_seconds=elapsed,
-            cmd=cmd,
-        )
+        if self._abort.is_set():
+            raise StackError(f"{name}: not started: the stack start was interrupted")
+        t0 = time.monotonic()
+        m = Managed(name, cmd, log, env=env or {}, cwd=cwd, die_with_parent=not self.detached)
+        with self._lock:
+            m.start()
+            self.procs[name] = m
+            state = ComponentState(
+                name=name, kind=kind, version=tool.version, source=tool.source, path=tool.path,
+                reported_version=tool.reported_version, pid=m.pid, ports=ports, url=url, log=str(log), cmd=cmd,
+                env=env or {}, cwd=str(cwd or ""), started_ticks=proc_ticks(m.pid),
+            )
+            self.stack.components.append(state)
+            component_steps(self.teardown, self.stack, name, m)
+            self._save()
+        checkpoint.reached(f"component-started-{name}", pid=m.pid, ports=list(ports.values()))
+        wait_until(lambda: healthy(self.stack, state), timeout=timeout, what=f"{name} ({kind}) at {url or ports}",
+                   abort=lambda: self._aborted() or _port_clash(m) or m.exited())
+        state.start_seconds = round(time.monotonic() - t0, 3)
+        with self._lock:
+            self.stack.timings[f"start:{name}"] = state.start_seconds
+        return state
 
     # ------------------------------------------------------------------------------------------
     def logs(self) -> dict[str, str]:
         out = {}
-        for name, m in self.procs:
+        for name, m in self.procs.items():
             try:
                 out[name] = redact.redact(m.log.read_text(errors="replace"))
             except OSError:
                 out[name] = ""
         return out
 
-    def _stop_restarted(self) -> None:
-        """Components a suite restarted (labgate.disrupt) have new pids, recorded in the state file."""
-        from labgate.process import stop_pid
-
-        if not (self.stack and self.stack.state_file and Path(self.stack.state_file).exists()):
-            return
-        try:
-            current = Stack.load(self.stack.state_file)
-        except StackError:
-            return
-        for c in reversed(current.components):
-            stop_pid(c.pid)
+    def exit_status(self, name: str, pid: int) -> str | None:
+        """How the process this provider started for ``name`` ended ("exited (signal 9)"), when
+        ``pid`` is that process; None when it is still running or not ours."""
+        m = self.procs.get(name)
+        if m is None or m.pid != pid or m.proc is None:
+            return None
+        code = m.proc.poll()
+        if code is None:
+            return None
+        return f"exited (signal {-code})" if code < 0 else f"exited with code {code}"
 
     def down(self) -> None:
-        """Stop everything in reverse order, keep redacted logs, remove the run directory. Idempotent."""
-        logs = self.logs()
-        for name, m in reversed(self.procs):
-            m.stop()
-            hook = self.after_stop.pop(name, None)
-            if hook is not None:
-                try:
-                    hook()
-                except Exception as exc:  # noqa: BLE001 - teardown goes on; the apiserver's data dies with the run dir
-                    print(f"labgate: teardown of {name}: {redact.redact(str(exc))}", file=sys.stderr)
-        self.procs = []
-        self._stop_restarted()
-        if logs:
-            logdir = self.report_dir / "logs"
-            logdir.mkdir(parents=True, exist_ok=True)
-            for name, text in logs.items():
-                (logdir / f"{name}.log").write_text(text)
-        if self._run_dir and self._run_dir.exists():
-            shutil.rmtree(self._run_dir, ignore_errors=True)
+        """Every teardown step, in reverse order, each once, whatever is raised. Idempotent."""
+        self._abort.set()
+        side = self._side
+        if side is not None:
+            side.finished(timeout=60)  # the cluster side stops at its next check, then registers nothing more
+        done = self.teardown.run()
+        if side is not None:
+            side.release()
+        if done:
+            _write_teardown_record(str(self.report_dir), done)
+        if self.stack is not None:
+            _unregister_run(self.stack.run_id)
         self._run_dir = None
+
+
+class _Side:
+    """A start-up chain run beside the main one, in a thread that lives until teardown: the
+    processes it starts die with the thread that started them (PR_SET_PDEATHSIG is per thread), so
+    the thread must outlive them."""
+
+    def __init__(self, fn):
+        self._done = threading.Event()
+        self._release = threading.Event()
+        self._error: BaseException | None = None
+        self._fn = fn
+        self._thread = threading.Thread(target=self._run, name="labgate-cluster-side", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread by result()
+            self._error = exc
+        finally:
+            self._done.set()
+        self._release.wait()
+
+    def result(self) -> None:
+        while not self._done.wait(0.1):  # in small steps: Ctrl-C reaches the main thread at once
+            pass
+        if self._error is not None:
+            raise self._error
+
+    def finished(self, timeout: float) -> None:
+        self._done.wait(timeout)
+
+    def release(self) -> None:
+        self._release.set()
+
+
+# ----------------------------------------------------------------------------------------------
+# the local provider's abilities, for any process attached to the stack
+
+
+class LocalHandle(Handle):
+    provider = "local"
+    abilities = frozenset({LIFECYCLE, PAUSE, CREDENTIALS, LOGS, KUBECONFIG})
+
+    def _state(self) -> Stack:
+        return Stack.load(self.stack.state_file)
+
+    def _mark(self, name: str, **changes: object) -> Stack:
+        def change(st: Stack) -> None:
+            c = st.component(name)
+            for k, v in changes.items():
+                setattr(c, k, v)
+
+        st = Stack.update(self.stack.state_file, change)
+        mine = self.stack.component(name)
+        for k, v in changes.items():
+            setattr(mine, k, v)
+        return st
+
+    def stop(self, component: str) -> None:
+        c = self._mark(component, planned="stopped").component(component)
+        if _alive(c):
+            stop_pid(c.pid)
+        with contextlib.suppress(OSError):
+            if healthy(self.stack, c):
+                raise StackError(f"{component} still answers at {c.url} after it was stopped")
+
+    def start(self, component: str, timeout: float = 90.0) -> None:
+        self._start_process(component, timeout)
+        self._mark(component, planned="")
+
+    def _start_process(self, component: str, timeout: float = 90.0) -> None:
+        c = self._state().component(component)
+        if not c.cmd:
+            raise StackError(f"{component}: its start command is not recorded; it cannot be restarted")
+        if _alive(c):
+            raise StackError(f"{component}: already running (pid {c.pid})")
+        # not tied to this process: `labgate stack down` (or the owner's teardown) stops it by pid
+        m = Managed(component, c.cmd, Path(c.log), env=c.env, cwd=Path(c.cwd) if c.cwd else None, die_with_parent=False).start()
+        self._mark(component, pid=m.pid, started_ticks=proc_ticks(m.pid))
+        c.pid = m.pid
+        wait_until(lambda: healthy(self.stack, c), timeout=timeout, what=f"{component} restart", abort=m.exited)
+
+    def pause(self, component: str) -> None:
+        c = self._mark(component, planned="paused").component(component)
+        _signal_group(c.pid, signal.SIGSTOP)
+
+    def resume(self, component: str) -> None:
+        c = self._state().component(component)
+        _signal_group(c.pid, signal.SIGCONT)
+        self._mark(component, planned="")
+
+    @contextlib.contextmanager
+    def revoked(self, account: str, *, how: str = "replace") -> Iterator[None]:
+        """Remove ``account`` from the registry's htpasswd file for the duration, then restore it.
+
+        ``how``: "in-place" rewrites the file (what an editor or `htpasswd -D` does); "replace"
+        writes a new file and renames it over the old one (what Kubernetes does when a mounted
+        Secret changes)."""
+        path = Path(self.stack.registry_htpasswd)
+        if not self.stack.registry_htpasswd or not path.exists():
+            raise StackError("this stack records no htpasswd file for its registry")
+        original = path.read_text()
+        kept = "".join(ln for ln in original.splitlines(keepends=True) if not ln.startswith(f"{account}:"))
+        if kept == original:
+            raise StackError(f"{account} has no line in the registry's htpasswd file")
+
+        def write(text: str) -> None:
+            if how == "replace":
+                tmp = path.with_name(path.name + ".new")
+                tmp.write_text(text)
+                tmp.chmod(0o600)
+                tmp.replace(path)
+            else:
+                with open(path, "r+") as fh:
+                    fh.seek(0)
+                    fh.write(text)
+                    fh.truncate()
+
+        write(kept)
+        try:
+            yield
+        finally:
+            write(original)
+
+    def logs(self, component: str) -> str:
+        try:
+            return redact.redact(Path(self._state().component(component).log).read_text(errors="replace"))
+        except OSError:
+            return ""
+
+    def health(self) -> dict[str, Health]:
+        out: dict[str, Health] = {}
+        try:
+            st = self._state()
+        except StackError:
+            return out
+        dead = []
+        for c in st.components:
+            if c.planned:
+                continue  # a test stopped or paused it on purpose
+            if _alive(c):
+                out[c.name] = Health(True)
+            else:
+                dead.append(c.name)
+        if dead:
+            # a test marks a component planned before it stops it: read again, so that a stop that
+            # happened between the two reads is not taken for a death
+            try:
+                again = {c.name: c for c in self._state().components}
+            except StackError:
+                return out
+            for name in dead:
+                c = again.get(name)
+                if c is not None and not c.planned and not _alive(c):
+                    out[name] = Health(False, "exited")
+        return out
+
+    @contextlib.contextmanager
+    def supervised(self, component: str, why: str) -> Iterator[list[float]]:
+        """While the block runs, ``component`` may exit (``why`` says why that is its documented
+        behaviour) and is started again at once, as a kubelet restarts a container; yields the
+        times it had to be restarted. It is running when the block ends."""
+        restarts: list[float] = []
+        stop = threading.Event()
+        self._mark(component, planned=f"supervised: {why}")
+
+        def watch() -> None:
+            while not stop.wait(0.25):
+                c = self._state().component(component)
+                if not _alive(c):
+                    restarts.append(time.time())
+                    with contextlib.suppress(StackError):
+                        self._start_process(component)
+
+        t = threading.Thread(target=watch, name=f"labgate-supervise-{component}", daemon=True)
+        t.start()
+        try:
+            yield restarts
+        finally:
+            stop.set()
+            t.join(timeout=120)
+            c = self._state().component(component)
+            if not _alive(c):
+                restarts.append(time.time())
+                self._start_process(component)
+            self._mark(component, planned="")
+
+    # ------------------------------------------------------------------------------------------
+    def teardown(self) -> list[dict[str, object]]:
+        """Stop a stack another process started (`labgate stack down`, the reaper)."""
+        st = _current(self.stack)
+        td = Teardown()
+        run_dir = st.run_dir
+        td.add("run-dir", lambda: shutil.rmtree(run_dir, ignore_errors=True))
+        td.add("logs", lambda: _copy_logs(_current(st).components, st.report_dir))
+        for c in st.components:
+            component_steps(td, st, c.name)
+        done = td.run()
+        _write_teardown_record(st.report_dir, done)
+        _unregister_run(st.run_id)
+        return done
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+# ----------------------------------------------------------------------------------------------
+# the runs index (the reaper reads it): cache_root()/runs/<run-id>.json -> the state file
+
+
+def _runs_dir() -> Path:
+    return toolchain.cache_root() / "runs"
+
+
+def _register_run(stack: Stack) -> None:
+    d = _runs_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{stack.run_id}.json").write_text(json.dumps({
+        "run_id": stack.run_id, "provider": stack.provider, "state_file": stack.state_file, "run_dir": stack.run_dir,
+        "owner_pid": stack.owner_pid, "owner_ticks": stack.owner_ticks, "detached": stack.detached,
+        "report_dir": stack.report_dir,
+    }))
+
+
+def _unregister_run(run_id: str) -> None:
+    with contextlib.suppress(OSError):
+        (_runs_dir() / f"{run_id}.json").unlink()
 
 
 def check_versions(sc: Scenario) -> None:
@@ -393,24 +729,6 @@ def check_versions(sc: Scenario) -> None:
             )
 
 
-def _delete_kyverno_webhooks(api) -> None:
-    """Kyverno leaves its webhook configurations behind; under failurePolicy Fail they would block
-    every later write to the apiserver."""
-    from kubernetes import client as kclient
-
-    from labgate.components.kyverno import MANAGED_BY
-
-    adm = kclient.AdmissionregistrationV1Api(api)
-    for cfg in adm.list_mutating_webhook_configuration(label_selector=MANAGED_BY).items:
-        adm.delete_mutating_webhook_configuration(cfg.metadata.name)
-    for cfg in adm.list_validating_webhook_configuration(label_selector=MANAGED_BY).items:
-        adm.delete_validating_webhook_configuration(cfg.metadata.name)
-
-
-def _unavailable(res: toolchain.Resolved) -> toolchain.Resolved:
-    raise StackError(f"{res.name}: {res.reason}")
-
-
 def _port_clash(m: Managed) -> str | None:
     try:
         text = m.log.read_text(errors="replace")
@@ -421,25 +739,9 @@ def _port_clash(m: Managed) -> str | None:
     return None
 
 
-def stop_stack(stack: Stack) -> None:
+def stop_stack(stack: Stack) -> list[dict[str, object]]:
     """Stop a stack started by another process (``labgate stack down``)."""
-    from labgate.process import stop_pid
+    return LocalHandle(stack).teardown()
 
-    for c in reversed(stack.components):
-        stop_pid(c.pid)
-        if c.name == "kyverno" and stack.kubeconfig:
-            try:
-                from kubernetes import config as kconfig
 
-                _delete_kyverno_webhooks(kconfig.new_client_from_config(stack.kubeconfig))
-            except Exception as exc:  # noqa: BLE001 - the apiserver's data goes with the run directory anyway
-                print(f"labgate: teardown of kyverno: {redact.redact(str(exc))}", file=sys.stderr)
-    logdir = Path(stack.report_dir) / "logs"
-    for c in stack.components:
-        try:
-            text = Path(c.log).read_text(errors="replace")
-        except OSError:
-            continue
-        logdir.mkdir(parents=True, exist_ok=True)
-        (logdir / f"{c.name}.log").write_text(redact.redact(text))
-    shutil.rmtree(stack.run_dir, ignore_errors=True)
+__all__ = ["LocalProvider", "LocalHandle", "healthy", "stop_stack", "check_versions"]

@@ -73,6 +73,9 @@ class RunRecorder:
         self.stack_error = ""
         self.exitstatus: int | None = None
         self.started = time.time()
+        self.problems: list[str] = []  # what fails the run although every test may pass (expired quarantine)
+        self.events: list[dict[str, Any]] = []  # components that died or restarted (labgate.watch)
+        self.interrupted = False
 
     def phase(self, name: str, seconds: float) -> None:
         self.phases[name] = round(seconds, 3)
@@ -84,6 +87,7 @@ class RunRecorder:
         if report.when == "call" or not rec.start:
             rec.start = rec.start or getattr(report, "start", 0.0)
         rec.stop = max(rec.stop, getattr(report, "stop", 0.0))
+        forced = ""
         for key, value in getattr(report, "user_properties", []):
             if key == "spec":
                 rec.spec = str(value)
@@ -95,6 +99,8 @@ class RunRecorder:
                 rec.beyond_official = True
             elif key == "case":
                 rec.case = str(value)
+            elif key == "verdict":
+                forced = str(value)
             elif key in ("admission", "timeline", "access", "oidc"):
                 rows = rec.extra.setdefault(key, [])
                 row = json.loads(value)
@@ -107,7 +113,9 @@ class RunRecorder:
             elif report.passed:  # strict xfail that passed is reported as failed by pytest
                 rec.verdict, rec.message = "fail", "known issue no longer fails: " + redact.redact(str(report.wasxfail))
             return
-        if report.failed:
+        if report.failed and forced == "error":
+            rec.verdict, rec.message = "error", msg
+        elif report.failed:
             if report.when == "call":
                 rec.verdict, rec.message = "fail", msg
             elif rec.verdict not in ("fail",):
@@ -117,6 +125,8 @@ class RunRecorder:
                 rec.verdict, rec.message = "unsupported", msg
             else:
                 rec.verdict, rec.message = "skip", msg
+        elif report.when == "call" and forced == "not-enforced":
+            rec.verdict, rec.message = "not-enforced", next((str(v) for k, v in report.user_properties if k == "not_enforced"), "")
         elif report.when == "call" and rec.verdict == "pass" and rec.should:
             rec.verdict, rec.message = "warn", "; ".join(rec.should)
         elif report.when == "teardown" and rec.verdict == "pass" and rec.should:
@@ -130,6 +140,11 @@ class RunRecorder:
         """A reason the run must fail although pytest may think it passed."""
         if self.stack_error:
             return self.stack_error
+        if self.problems:
+            for p in self.problems:
+                if p not in self.notes:
+                    self.notes.append(p)
+            return self.problems[0]
         tests = self.e2e_tests()
         if not tests:
             self.notes.append("no end-to-end test ran: a run that proves nothing is a failure")
@@ -155,7 +170,7 @@ class RunRecorder:
         return out
 
     def result(self) -> str:
-        if self.exitstatus is None:
+        if self.exitstatus is None or self.interrupted:
             return "interrupted"
         return "passed" if self.exitstatus == 0 else "failed"
 
@@ -172,6 +187,8 @@ class RunRecorder:
             "result": self.result(),
             "stack_error": self.stack_error,
             "notes": self.notes,
+            "problems": self.problems,
+            "events": self.events,
             "stack": stack,
             "phases": self.phases,
             "suites": self.suites(),

@@ -5,10 +5,10 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-VERDICTS = ("pass", "fail", "warn", "unsupported", "known", "skip", "error")
+VERDICTS = ("pass", "fail", "warn", "unsupported", "not-enforced", "known", "skip", "error")
 COLORS = {
     "pass": "#1a7f37", "fail": "#cf222e", "warn": "#bf8700", "unsupported": "#6e7781",
-    "known": "#8250df", "skip": "#57606a", "error": "#a40e26", "passed": "#1a7f37", "failed": "#cf222e",
+    "known": "#8250df", "skip": "#57606a", "error": "#a40e26", "not-enforced": "#9a6700", "passed": "#1a7f37", "failed": "#cf222e",
     "interrupted": "#bf8700", "agree": "#1a7f37", "disagree": "#cf222e",
 }
 
@@ -73,6 +73,19 @@ def render(d: dict[str, Any]) -> str:
         notes.insert(0, "the stack did not start: " + d["stack_error"])
     for n in notes:
         parts.append(f'<div class="note">{escape(n)}</div>')
+    events = d.get("events") or []
+    if events:
+        import time as _time
+
+        rows = [[f"<b>{escape(e['component'])}</b>", escape(e["what"]), escape(_time.strftime("%H:%M:%S", _time.localtime(float(e["at"])))),
+                 f"<code>{escape(e.get('log_tail') or '')}</code>"] for e in events]
+        parts.append(f'<section style="border:2px solid {COLORS["error"]}"><h2 style="color:{COLORS["error"]}">A component died during the run: '
+                     'every failure after it is verdict error</h2>' + _table(["component", "what", "at", "its last log lines"], rows) + "</section>")
+    tests_all = d.get("tests") or []
+    unenforced = [t for t in tests_all if t.get("verdict") == "not-enforced"]
+    if unenforced:
+        parts.append(f'<div class="note"><b>{len(unenforced)} access cell(s) not enforced by this registry</b>: the scenario denies them, '
+                     f'the {escape(str(stack.get("registry_kind") or "registry"))} registry allowed them (see the access grid and the results below)</div>')
 
     links = ['<a href="allure-report/index.html">Allure report</a> <span class="muted">(it loads its data over http: '
              f'<code>python3 -m http.server -d reports/{escape(d["run_id"])}</code>, then open /allure-report/)</span>', '<a href="junit.xml">JUnit XML</a>',
@@ -85,8 +98,10 @@ def render(d: dict[str, Any]) -> str:
         c = s["counts"]
         rows.append([f"<b>{escape(name)}</b>"] + [str(c.get(v, 0)) if c.get(v) else '<span class="muted">0</span>' for v in VERDICTS]
                     + [_secs(s["wall"])])
-    parts.append("<section><h2>Verdicts per suite</h2>" + _table(["suite", *VERDICTS, "suite time"], rows, tuple(range(1, 9)))
-                 + '<p class="muted">pass · fail = a MUST broken · warn = a SHOULD broken · unsupported = an optional feature the system answers as unsupported · known = a strict expected failure with its reference · skip = not run, with reason and fix · error = the harness or infrastructure broke</p></section>')
+    parts.append("<section><h2>Verdicts per suite</h2>" + _table(["suite", *VERDICTS, "suite time"], rows, tuple(range(1, len(VERDICTS) + 2)))
+                 + '<p class="muted">pass · fail = a MUST broken · warn = a SHOULD broken · unsupported = an optional feature the system answers as unsupported · '
+                 'not-enforced = the scenario denies it, this registry cannot enforce it, and it was allowed · known = a quarantined failure matching its evidence, with owner and expiry · '
+                 'skip = not run, with reason and fix · error = the check could not be made (a component died, the harness or infrastructure broke)</p></section>')
 
     # components
     rows = []
@@ -181,6 +196,10 @@ def _access_grid(cells: list[dict[str, Any]]) -> str:
             if c is None:
                 tds.append('<td class="muted">-</td>')
                 continue
+            if c.get("not_enforced"):
+                tds.append(f'<td title="{escape(c["why"])}" style="border-left:3px solid {COLORS["not-enforced"]}">'
+                           f'{escape(c["expected"])} / <b>{escape(c["observed"])}</b> ⚠<br><span class="muted">{escape(c["answer"])} · not enforced by this registry</span></td>')
+                continue
             if c["observed"] == "skip":
                 tds.append(f'<td title="{escape(c["why"])}"><span class="muted">{escape(c["expected"])} / skipped</span></td>')
                 continue
@@ -191,8 +210,12 @@ def _access_grid(cells: list[dict[str, Any]]) -> str:
             tds.append(f'<td title="{escape(c["why"])}" style="border-left:3px solid {color}">'
                        f'{escape(c["expected"])} / <b>{escape(c["observed"])}</b>{mark}<br><span class="muted">{escape(c["answer"])}</span></td>')
         body.append("<tr>" + "".join(tds) + "</tr>")
+    unenforced = sum(1 for c in cells if c.get("not_enforced"))
     note = (f'<p><b style="color:{COLORS["fail"]}">{mismatches} cell(s) where observed differs from expected</b></p>' if mismatches
             else "<p>every cell that ran matched its expectation</p>")
+    if unenforced:
+        note += (f'<p><b style="color:{COLORS["not-enforced"]}">{unenforced} deny cell(s) not enforced by this registry</b>: '
+                 "it has no per-repository authorization, and the identity did what the scenario forbids</p>")
     return ("<section><h2>Access truth table (expected / observed)</h2>" + note
             + f'<table class="grid"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
             + '<p class="muted">hover a cell for the policy that decides it; skipped cells say why in the skip list below</p></section>')

@@ -104,14 +104,33 @@ def _from_cache(t: Tool) -> Resolved | None:
     return None
 
 
+def _env_override(t: Tool) -> Resolved | None:
+    """The component's environment variable, when set: it is used, or it is one clear error. A
+    variable naming a binary that does not work never falls back to another source."""
+    env_val = os.environ.get(t.env)
+    if not env_val:
+        return None
+    if not _executable(env_val):
+        why = "does not exist" if not os.path.exists(env_val) else "is not an executable file"
+        return Resolved(t.name, t.version, False, reason=f"{t.env}={env_val} {why} (fix: point {t.env} at a working {t.binary} binary, or unset it)")
+    if t.version_args:
+        try:
+            out = subprocess.run([env_val, *t.version_args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return Resolved(t.name, t.version, False, reason=f"{t.env}={env_val} does not work: {exc} (fix: point {t.env} at a working {t.binary} binary, or unset it)")
+        if out.returncode != 0 and not (out.stdout or out.stderr).strip():
+            return Resolved(t.name, t.version, False, reason=(
+                f"{t.env}={env_val} does not work: `{os.path.basename(env_val)} {' '.join(t.version_args)}` exited {out.returncode} "
+                f"with no output (fix: point {t.env} at a working {t.binary} binary, or unset it)"))
+    return Resolved(t.name, t.version, True, "env", env_val, _probe_version(env_val, t.version_args), detail=f"${t.env}")
+
+
 def resolve(name: str) -> Resolved:
     """Find a component without building anything."""
     t = TOOLS[name]
-    env_val = os.environ.get(t.env)
-    if env_val:
-        if not _executable(env_val):
-            return Resolved(t.name, t.version, False, reason=f"{t.env}={env_val} is not an executable file (fix: point {t.env} at the {t.binary} binary)")
-        return Resolved(t.name, t.version, True, "env", env_val, _probe_version(env_val, t.version_args), detail=f"${t.env}")
+    env = _env_override(t)
+    if env is not None:
+        return env
     for n in t.path_names:
         found = shutil.which(n)
         if found:
@@ -280,6 +299,9 @@ def _npm(t: Tool, m: Npm, log: Path) -> tuple[bool, str]:
 def install(name: str, *, force: bool = False) -> Resolved:
     """Obtain a component if it is not already available (a second call builds nothing)."""
     t = TOOLS[name]
+    env = _env_override(t)
+    if env is not None:
+        return env  # an explicit variable is used as it is, or reported; never rebuilt around
     if not force:
         found = resolve(name)
         if found.available or t.prebuilt_only:

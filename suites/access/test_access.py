@@ -17,6 +17,7 @@ import requests
 from labgate.access import Cell, expand
 from labgate.clients import oidc
 from labgate.clients.oci import OciClient, error_codes
+from labgate.errors import StackError
 from labgate.stack import Stack
 
 pytestmark = pytest.mark.area("access")
@@ -123,10 +124,15 @@ def _skip_reason(stack: Stack, cell: Cell) -> str | None:
         return f"the {kind} registry here has no OIDC login (fix: set ZOT_BIN and POCKET_ID_BIN)"
     if cell.action == "apikey" and not stack.has("registry.api-keys"):
         return f"the {kind} registry has no API keys (fix: set ZOT_BIN)"
+    return None
+
+
+def _unenforceable(stack: Stack, cell: Cell) -> str | None:
+    """Why the registry cannot enforce this deny cell (it still runs, and shows what happened)."""
     valid = cell.credential in ("password", "session", "apikey") and cell.identity != "unknown-user"
     if cell.expect == "deny" and valid and not stack.has("registry.access-control"):
-        return (f"the {kind} registry has no per-repository authorization (htpasswd lets every account do everything), "
-                "so a deny cell for a valid account does not apply (fix: set ZOT_BIN)")
+        return (f"the {stack.registry_kind} registry has no per-repository authorization (htpasswd lets every account do "
+                "everything); per-repository access control needs zot (set ZOT_BIN)")
     return None
 
 
@@ -213,6 +219,14 @@ def test_access_cell(cell: Cell, stack: Stack, seeded, attach_log, request: pyte
     resp = _perform(client, cell, seeded)
     code = _code(resp)
     observed = "allow" if 200 <= resp.status_code < 300 else "deny"
+    unenforceable = _unenforceable(stack, cell)
+    if unenforceable and observed == "allow":
+        # the scenario's intent is never dropped: the cell ran, and the summary counts it
+        _record(request, cell, observed, f"{resp.status_code} {code}".strip(), cell.why, not_enforced=True)
+        request.node.user_properties.append(("verdict", "not-enforced"))
+        request.node.user_properties.append(("not_enforced", f"{cell.id}: the scenario denies it ({cell.why}); {unenforceable}; "
+                                             f"observed {resp.status_code}: allowed"))
+        return
     _record(request, cell, observed, f"{resp.status_code} {code}".strip(), cell.why)
     if cell.expect == "allow":
         assert observed == "allow", f"{cell.id}: expected 2xx ({cell.why}), got {resp.status_code} {code}"
@@ -229,19 +243,24 @@ def test_access_cell(cell: Cell, stack: Stack, seeded, attach_log, request: pyte
         assert code == "DENIED", f"{cell.id}: expected error code DENIED, got {code!r}"
 
 
-def _record(request: pytest.FixtureRequest, cell: Cell, observed: str, answer: str, why: str) -> None:
+def _record(request: pytest.FixtureRequest, cell: Cell, observed: str, answer: str, why: str, not_enforced: bool = False) -> None:
     request.node.user_properties.append(("access", json.dumps({
         "row": cell.row, "column": cell.column, "expected": cell.expect, "observed": observed, "answer": answer, "why": why,
+        "not_enforced": not_enforced,
     })))
 
 
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.read_only
 @pytest.mark.spec("OWASP ASVS V2.2: no account enumeration; distribution-spec §Error Codes")
-@pytest.mark.parametrize("path", ["/v2/", "/v2/_catalog", "/v2/zeroclaw/app/tags/list"])
+@pytest.mark.parametrize("path", ["/v2/", "/v2/_catalog", "/v2/{repository}/tags/list"])
 def test_wrong_password_and_unknown_user_get_the_same_answer(stack: Stack, scenario, attach_log, path: str) -> None:
-    robot = scenario.identities.robots[0].name
+    robot = next(iter(stack.credentials), None) if stack.read_only else scenario.identities.robots[0].name
+    if robot is None:
+        pytest.skip("the scenario gives no account (fix: existing.registry.username with password_env or password_file)")
+    path = path.format(repository=stack.repository or "zeroclaw/app")
     wrong = OciClient(stack.registry_url, (robot, "not-" + stack.password(robot)))
     unknown = OciClient(stack.registry_url, ("unknown-" + uuid.uuid4().hex[:6], "x" * 16))
     attach_log(wrong)
@@ -280,24 +299,34 @@ def test_revoked_api_key_stops_working_at_once(stack: Stack, scenario, attach_lo
 @pytest.mark.requires("registry.htpasswd-reload")
 @pytest.mark.spec("zot htpasswd: a robot removed from the htpasswd file stops working at once")
 @pytest.mark.parametrize("how", ["in-place", "replace"])
-def test_revoked_robot_stops_working_at_once(stack: Stack, scenario, attach_log, how: str) -> None:
+def test_revoked_robot_stops_working_at_once(stack: Stack, scenario, attach_log, how: str, request) -> None:
     """Revoking a robot is deleting its htpasswd line. "in-place" rewrites the file; "replace" renames
-    a new file over it, which is how a Kubernetes Secret volume changes."""
+    a new file over it, which is how a Kubernetes Secret volume changes.
+
+    zot's file watcher follows the file it first opened: after a rename it watches a file that no
+    longer exists and sees no later change, even in place (known issue
+    zot-htpasswd-replaced-file-not-reloaded). So the "replace" case restarts the registry when it
+    ends: no other test depends on running before or after it."""
     import time
 
-    from labgate import disrupt
+    from labgate import abilities
     from labgate.process import wait_until
 
+    creds = abilities.need(stack, abilities.CREDENTIALS)
+    life = abilities.need(stack, abilities.LIFECYCLE) if how == "replace" else None
     robot = next(r.name for r in scenario.identities.robots if "vault" in r.groups or "readers" in r.groups)
     client = OciClient(stack.registry_url, (robot, stack.password(robot)))
     attach_log(client)
     assert client.catalog().status_code == 200
-    with disrupt.revoked(stack, robot, how=how):
-        t0 = time.monotonic()
-        try:
-            wait_until(lambda: client.catalog().status_code == 401, timeout=10, what=f"{robot} refused after revocation ({how})")
-        except Exception as exc:  # noqa: BLE001 - the assertion below says what happened
-            raise AssertionError(f"{robot}'s password still works 10 s after its htpasswd line was removed ({how}): {exc}") from None
-        took = time.monotonic() - t0
-    wait_until(lambda: client.catalog().status_code == 200, timeout=10, what=f"{robot} restored")
-    assert took < 10
+    try:
+        with creds.revoked(robot, how=how):
+            t0 = time.monotonic()
+            try:
+                wait_until(lambda: client.catalog().status_code == 401, timeout=10, what=f"{robot} refused after revocation ({how})")
+            except StackError:
+                raise AssertionError(f"{robot}'s password still works 10 s after its htpasswd line was removed ({how})") from None
+            request.node.user_properties.append(("measured", f"refused {time.monotonic() - t0:.2f}s after the line was removed"))
+        wait_until(lambda: client.catalog().status_code == 200, timeout=10, what=f"{robot} restored")
+    finally:
+        if life is not None:
+            life.restart("registry")  # a fresh watcher on the restored file, whatever happened above

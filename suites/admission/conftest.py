@@ -40,7 +40,9 @@ class Published:
 
 @pytest.fixture(scope="session")
 def adm(stack: Stack) -> Admission:
-    return Admission(stack.kubeconfig)
+    if not stack.kubeconfig:
+        pytest.skip("the stack has no Kubernetes API (fix: add components.kubernetes and components.admission to the scenario)")
+    return Admission(stack.kubeconfig, stack.kube_context, dry_run=stack.read_only)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from labgate import disrupt, redact, signing
+from labgate import abilities, redact, signing
 from suites.admission.conftest import admitted, denied_with
 
 pytestmark = [pytest.mark.requires("kubernetes", "admission.kyverno"), pytest.mark.area("admission")]
@@ -20,7 +20,13 @@ def test_a1_signed_digest_is_admitted(adm, ns, keys, publish, policy, record):
     img = publish("app", sign_with=[keys["K1"]])
     out = record("A1", adm.try_pod(ns, img.by_digest), "admitted")
     admitted(out)
-    assert out.annotations.get("kyverno.io/verify-images", "").find("pass") >= 0, out.annotations
+    import json
+
+    raw = out.annotations.get("kyverno.io/verify-images")
+    assert raw, f"Kyverno MUST record its verification on the admitted pod: annotations {out.annotations}"
+    verdicts = json.loads(raw)
+    mine = {ref: v for ref, v in verdicts.items() if img.digest in ref}
+    assert mine and set(mine.values()) == {"pass"}, f"the verify-images annotation MUST say pass for {img.by_digest}: {verdicts}"
 
 
 @pytest.mark.case("A1")
@@ -146,7 +152,7 @@ def test_a10_tag_only_without_mutation_is_denied(adm, ns, keys, publish, policy,
 def test_a11_registry_down_fail_denies(adm, ns, keys, publish, policy, record, stack):
     img = publish("app", sign_with=[keys["K1"]])
     policy([keys["K1"]], failure_policy="Fail")
-    with disrupt.down(stack, "registry"):
+    with abilities.need(stack, abilities.LIFECYCLE).down("registry"):
         out = record("A11", adm.try_pod(ns, img.by_digest), "denied")
         denied_with(out, "failed to verify image", "connection refused")
     admitted(record("A11", adm.try_pod(ns, img.by_digest), "admitted"))  # the stack is restored
@@ -161,7 +167,7 @@ def test_a11_registry_down_ignore_admits(adm, ns, keys, publish, policy, record,
     policy([keys["K1"]], failure_policy="Ignore", required=required)
     for webhook in ("mutate.kyverno.svc-ignore", "validate.kyverno.svc-ignore"):
         adm.wait_webhook(webhook)  # both webhooks of an Ignore policy, or the outcome depends on timing
-    with disrupt.down(stack, "registry"):
+    with abilities.need(stack, abilities.LIFECYCLE).down("registry"):
         out = record("A11", adm.try_pod(ns, img.by_digest), "admitted")
         admitted(out)
     admitted(record("A11", adm.try_pod(ns, img.by_digest), "admitted"))  # the stack is restored

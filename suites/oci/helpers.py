@@ -39,16 +39,20 @@ def evidence(resp: requests.Response, limit: int = 160) -> str:
 # referrers
 
 
-def referrers_api_absent(resp: requests.Response) -> str | None:
+def referrers_api_absent(resp: requests.Response, subject_exists: bool = True) -> str | None:
     """Why ``resp`` (an answer of GET /v2/<name>/referrers/<digest>) shows that the registry has no
     referrers API, or None when the endpoint exists.
 
     The spec: a registry that supports the referrers API MUST NOT answer 404 to it, and a client that
-    gets a 404 falls back to the referrers tag schema. A plain 404 without an OCI error body (a
-    router's "404 page not found") therefore means "no such endpoint"; so does an OCI UNSUPPORTED
-    error. A 404 *with* an OCI error body is the endpoint answering, and the MUST NOT applies.
+    gets a 404 falls back to the referrers tag schema. So a 404 to a referrers request for a manifest
+    that exists means the API is absent, whatever its body says (distribution answers 404 with an
+    OCI NAME_UNKNOWN-style body from its generic router). For a subject that does not exist, only a
+    bare 404 (a router's "404 page not found") or an UNSUPPORTED error says so; a 404 with an OCI
+    error body is then the endpoint answering, and the MUST NOT applies.
     """
     codes = error_codes(resp)
+    if resp.status_code == 404 and subject_exists:
+        return f"a referrers request for an existing manifest answers 404 (clients fall back to the tag schema): {evidence(resp)}"
     if resp.status_code == 404 and not codes:
         return f"the referrers endpoint is not routed: {evidence(resp)}"
     if resp.status_code in (400, 404, 405, 501) and "UNSUPPORTED" in codes:

@@ -19,6 +19,7 @@ import pytest
 
 from labgate.clients import oidc
 from labgate.clients.oidc import show
+from labgate.process import wait_until
 from labgate.stack import Stack
 
 jwt = pytest.importorskip("jwt", reason="PyJWT is not installed (fix: pip install PyJWT)")
@@ -146,6 +147,13 @@ def test_code_is_bound_to_client_and_redirect_uri(stack: Stack, browser, back, r
     assert "access_token" not in r.text, "an access token was issued anyway"
 
 
+def _server_time(resp) -> float:
+    """The answer's Date header as a unix time (one-second resolution)."""
+    from email.utils import parsedate_to_datetime
+
+    return parsedate_to_datetime(resp.headers["Date"]).timestamp()
+
+
 @pytest.mark.spec("Pocket ID one-time access tokens: single use, limited lifetime (401 Token is invalid or expired)")
 @pytest.mark.parametrize("case", ["expired", "already-used"])
 def test_one_time_token_refused(stack: Stack, back, record, case: str) -> None:
@@ -154,7 +162,11 @@ def test_one_time_token_refused(stack: Stack, back, record, case: str) -> None:
         r = oidc.create_one_time_token(stack, user, "2s", via=back)
         assert r.status_code == 201, f"{r.status_code} {show(r.text, 200)}"
         token = r.json()["token"]
-        time.sleep(3.2)
+        expiry = _server_time(r) + 2
+        # the token cannot be tried before it expires (a try consumes it): wait for Pocket ID's own
+        # clock, as its Date header tells it, to be past the expiry
+        wait_until(lambda: _server_time(back.get(f"{stack.issuer_url}/healthz")) > expiry + 1, timeout=15,
+                   what="Pocket ID's clock past the token's expiry", interval=0.2)
     else:
         r = oidc.create_one_time_token(stack, user, "5m", via=back)
         assert r.status_code == 201, f"{r.status_code} {show(r.text, 200)}"

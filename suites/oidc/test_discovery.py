@@ -15,7 +15,7 @@ from labgate.stack import Stack
 
 jwt = pytest.importorskip("jwt", reason="PyJWT is not installed (fix: pip install PyJWT)")
 
-pytestmark = [pytest.mark.requires("identity.pocket-id"), pytest.mark.area("discovery")]
+pytestmark = [pytest.mark.requires("identity"), pytest.mark.read_only, pytest.mark.area("discovery")]
 
 # Discovery 1.0 §3: REQUIRED provider metadata (token_endpoint: unless only the implicit flow is used)
 REQUIRED = ["issuer", "authorization_endpoint", "token_endpoint", "jwks_uri", "response_types_supported",
@@ -69,6 +69,7 @@ def test_scopes_supported_includes_openid_and_groups(stack: Stack, back, record)
     assert "groups" in scopes, f"the groups scope (group names in the groups claim) is not announced: {scopes}"
 
 
+@pytest.mark.requires("identity.write")  # it logs in, which a read-only stack does not allow
 @pytest.mark.spec("OpenID Connect Core 1.0 §10.1.1; RFC 7517 §4-5; Discovery 1.0 §3 (jwks_uri)")
 def test_jwks_keys_verify_an_id_token(stack: Stack, browser, back, record) -> None:
     doc = _config(stack, back).json()

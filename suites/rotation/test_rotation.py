@@ -13,6 +13,7 @@ import time
 import pytest
 
 from labgate import signing, toolchain
+from labgate.errors import StackError
 from labgate.process import wait_until
 from suites.admission.conftest import admitted, denied_with
 
@@ -31,13 +32,28 @@ def timeline(request: pytest.FixtureRequest):
     return _event
 
 
-def enforce_time(adm, ns, image: str, want_admitted: bool, started: float, timeout: float = 60.0) -> float:
-    """Poll with pods until the decision for ``image`` is the wanted one; seconds since ``started``."""
+def enforce_time(adm, ns, image: str, want_admitted: bool, started: float, timeout: float = 60.0,
+                 *, because: tuple[str, ...] = ()) -> float:
+    """Poll with pods until the decision for ``image`` is the wanted one; seconds since ``started``.
+
+    A denial counts only when its message carries every one of ``because``: a pod denied for another
+    reason (the registry unreachable, say) is not the policy taking effect."""
+    last: dict[str, object] = {}
 
     def decided() -> bool:
-        return adm.try_pod(ns, image).admitted == want_admitted
+        out = adm.try_pod(ns, image)
+        last["out"] = out
+        if want_admitted:
+            return out.admitted
+        return not out.admitted and all(n in out.message for n in because)
 
-    wait_until(decided, timeout=timeout, what=f"policy enforcement for {image}", interval=0.2)
+    try:
+        wait_until(decided, timeout=timeout, what=f"policy enforcement for {image}", interval=0.2)
+    except StackError:
+        out = last.get("out")
+        seen = "nothing" if out is None else ("admitted" if out.admitted else f"denied: {out.message}")
+        want = "admitted" if want_admitted else "denied" + (f" with {' and '.join(repr(b) for b in because)}" if because else "")
+        raise AssertionError(f"{image} was not {want} within {timeout:.0f}s of the policy change; the last answer: {seen}") from None
     return time.monotonic() - started
 
 
@@ -138,7 +154,7 @@ def test_r5_narrowed_trust(adm, ns, keys, publish, policy, record, timeline):
     t0 = time.monotonic()
     ready = policy([keys["K2"]], count=1)
     timeline("R5", "policy [K2] Ready", seconds=round(ready, 3))
-    took = enforce_time(adm, ns, k1.by_digest, False, t0)
+    took = enforce_time(adm, ns, k1.by_digest, False, t0, because=("no matching signatures",))
     timeline("R5", "K1-only image denied (propagation)", propagation=round(took, 3))
     denied_with(record("R5", adm.try_pod(ns, k1.by_digest), "denied"), "no matching signatures")
     admitted(record("R5", adm.try_pod(ns, k2.by_digest), "admitted"))
@@ -196,7 +212,7 @@ def test_r8_cache_hides_deleted_signatures_until_ttl(adm, ns, keys, publish, pol
     timeline("R8", "signatures deleted, cache warm")
     admitted(record("R8", adm.try_pod(ns, img.by_digest), "admitted"))  # documented: the cache still answers
     assert time.monotonic() - warmed < ttl, "the second pod must be checked within the TTL"
-    took = enforce_time(adm, ns, img.by_digest, False, warmed, timeout=ttl + 60)
+    took = enforce_time(adm, ns, img.by_digest, False, warmed, timeout=ttl + 60, because=("no signatures found",))
     timeline("R8", "denied after the cache entry expired", propagation=round(took, 3))
     assert took >= ttl * 0.9, f"denied after {took:.1f}s, before the {ttl:.0f}s TTL"
 
@@ -210,7 +226,7 @@ def test_r9_policy_edit_invalidates_cache(adm, ns, keys, publish, policy, record
     _delete_signatures(ci, img.repo, img.digest)
     t0 = time.monotonic()
     policy([keys["K1"]], use_cache=True, timeout_seconds=14)  # any edit bumps resourceVersion
-    took = enforce_time(adm, ns, img.by_digest, False, t0)
+    took = enforce_time(adm, ns, img.by_digest, False, t0, because=("no signatures found",))
     timeline("R9", "policy edited: re-verified and denied", propagation=round(took, 3))
     denied_with(record("R9", adm.try_pod(ns, img.by_digest), "denied"), "no signatures found")
 

@@ -1,0 +1,176 @@
+"""Provider abilities: what a suite may ask of the place the stack runs, from any process.
+
+Suites never reach a provider's pids, files or command lines; they ask the stack's provider for an
+ability (kubernetes-sigs/e2e-framework style) and skip, naming it, when the provider lacks it::
+
+    life = abilities.need(stack, abilities.LIFECYCLE)
+    with life.down("registry"):
+        ...                      # the registry is stopped here and back afterwards, even on failure
+
+Abilities:
+
+- ``lifecycle``: stop and start a component (local: the process; kind: scale its Deployment)
+- ``pause``: freeze and thaw a component, so it accepts connections and answers nothing (slow)
+- ``credentials``: revoke a robot's password for a while (htpasswd; kind: the mounted Secret)
+- ``logs``: a component's output so far
+- ``kubeconfig``: the run's kubeconfig file (never the user's)
+
+Every ability keeps the record the component watcher reads (labgate.watch): a component a test
+stopped on purpose is not a component that died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from labgate.errors import LabgateError
+from labgate.stack import Stack
+
+LIFECYCLE = "lifecycle"
+PAUSE = "pause"
+CREDENTIALS = "credentials"
+LOGS = "logs"
+KUBECONFIG = "kubeconfig"
+ALL = (LIFECYCLE, PAUSE, CREDENTIALS, LOGS, KUBECONFIG)
+
+
+class AbilityMissing(LabgateError):
+    """The stack's provider cannot do what the test asks; the test skips with this message."""
+
+
+class Health:
+    """What the watcher learns about one component at one moment."""
+
+    __slots__ = ("alive", "detail", "restarts")
+
+    def __init__(self, alive: bool, detail: str = "", restarts: int = 0):
+        self.alive, self.detail, self.restarts = alive, detail, restarts
+
+    def __repr__(self) -> str:
+        return f"Health(alive={self.alive}, detail={self.detail!r}, restarts={self.restarts})"
+
+
+class Handle:
+    """A provider's abilities for an attached stack. Subclasses set ``abilities`` and implement the
+    methods of the abilities they have; ``missing`` says why an absent one is absent and the fix."""
+
+    provider = "?"
+    abilities: frozenset[str] = frozenset()
+    missing: dict[str, str] = {}
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+
+    # ------------------------------------------------------------------------------------------
+    def has(self, ability: str) -> bool:
+        return ability in self.abilities
+
+    def need(self, ability: str) -> "Handle":
+        if ability not in ALL:
+            raise ValueError(f"unknown ability {ability!r}")
+        if ability not in self.abilities:
+            why = self.missing.get(ability, "")
+            raise AbilityMissing(f"the {self.provider} provider has no '{ability}' ability" + (f": {why}" if why else ""))
+        return self
+
+    # ------------------------------------------------------------------------------------------
+    # lifecycle
+    def stop(self, component: str) -> None:
+        raise NotImplementedError
+
+    def start(self, component: str, timeout: float = 90.0) -> None:
+        raise NotImplementedError
+
+    def restart(self, component: str, timeout: float = 90.0) -> None:
+        self.stop(component)
+        self.start(component, timeout)
+
+    @contextlib.contextmanager
+    def down(self, component: str) -> Iterator[None]:
+        """``with handle.down("registry"):`` the component is stopped inside, started afterwards."""
+        self.stop(component)
+        try:
+            yield
+        finally:
+            self.start(component)
+
+    @contextlib.contextmanager
+    def supervised(self, component: str, why: str) -> Iterator[list[float]]:
+        """While the block runs ``component`` may exit (``why``: its documented behaviour) and is
+        restarted as its platform would; yields the restart times. Providers whose platform restarts
+        containers themselves (kind: the kubelet) only watch."""
+        raise NotImplementedError
+        yield []  # pragma: no cover
+
+    # pause
+    def pause(self, component: str) -> None:
+        raise NotImplementedError
+
+    def resume(self, component: str) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def paused(self, component: str) -> Iterator[None]:
+        self.pause(component)
+        try:
+            yield
+        finally:
+            self.resume(component)
+
+    # credentials
+    @contextlib.contextmanager
+    def revoked(self, account: str, *, how: str = "replace") -> Iterator[None]:
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    # logs, kubeconfig
+    def logs(self, component: str) -> str:
+        raise NotImplementedError
+
+    def kubeconfig(self) -> str:
+        if not self.stack.kubeconfig:
+            raise AbilityMissing(f"the {self.provider} stack has no Kubernetes API")
+        return self.stack.kubeconfig
+
+    # ------------------------------------------------------------------------------------------
+    # watching (labgate.watch): every provider says what it can about its components
+    def health(self) -> dict[str, Health]:
+        return {}
+
+    # teardown of a stack another process started (`labgate stack down`, the reaper)
+    def teardown(self) -> list[dict[str, object]]:
+        return []
+
+
+def of(stack: Stack) -> Handle:
+    """The abilities of the provider that runs ``stack``."""
+    if stack.provider == "local":
+        from labgate.providers.local import LocalHandle
+
+        return LocalHandle(stack)
+    if stack.provider == "kind":
+        from labgate.providers.kind import KindHandle
+
+        return KindHandle(stack)
+    if stack.provider == "k3d":
+        from labgate.providers.k3d import K3dHandle
+
+        return K3dHandle(stack)
+    if stack.provider == "existing":
+        from labgate.providers.existing import ExistingHandle
+
+        return ExistingHandle(stack)
+    raise LabgateError(f"stack {stack.run_id}: unknown provider {stack.provider!r}")
+
+
+def need(stack: Stack, ability: str) -> Handle:
+    """The provider's handle when it has ``ability``; in a test, a skip naming it otherwise."""
+    handle = of(stack)
+    try:
+        return handle.need(ability)
+    except AbilityMissing as exc:
+        import pytest
+
+        pytest.skip(exc.render())
+        raise  # pragma: no cover - pytest.skip raises

@@ -1,0 +1,197 @@
+"""Faults with documented verdicts: a component down or slow, and what its documentation promises.
+
+Each fault goes through the provider's abilities (stop/start, pause/resume), so this suite runs on
+every provider that has them; each test restores the stack before it ends (the ability's context
+manager starts the component again whatever happens) and proves it is restored.
+
+Where the promises come from:
+
+- Kubernetes, "Dynamic Admission Control" (failurePolicy): with ``Fail`` an error calling the
+  webhook (unreachable, or past timeoutSeconds) rejects the request; with ``Ignore`` it is allowed.
+- The apiserver's ``/readyz`` includes an etcd check, and the apiserver recovers when etcd returns;
+  clients (Kyverno's informers) reconnect after an apiserver restart; objects live in etcd.
+- Registries keep their content in their storage directory across restarts.
+- zot's htpasswd accounts do not depend on the identity provider; Pocket ID keeps its signing key.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from labgate import abilities
+from labgate.clients.oci import OciClient
+from labgate.process import kube_retry, wait_until
+from suites.admission.conftest import admitted, denied_with
+
+pytestmark = [pytest.mark.area("faults"), pytest.mark.disruptive]
+K8S = "Kubernetes docs, Dynamic Admission Control: failurePolicy"
+
+
+def _admits_again(adm, ns, img, timeout: float = 90.0) -> None:
+    """After a fault: the stack is restored when a signed image is admitted again."""
+    wait_until(lambda: adm.try_pod(ns, img.by_digest).admitted, timeout=timeout, what="admission restored after the fault",
+               interval=0.5, retry_on=kube_retry())
+
+
+def _leases_renewed(adm, since: float, timeout: float = 60.0) -> None:
+    """Kyverno's leader leases renewed after ``since``: the fault is over for its leader election
+    too (a renewal that failed for longer than the renew deadline ends the process)."""
+    import datetime as dt
+
+    from kubernetes import client as kclient
+
+    coord = kclient.CoordinationV1Api(adm.api)
+    after = dt.datetime.fromtimestamp(since, dt.timezone.utc)
+
+    def renewed() -> bool:
+        leases = [lease for lease in coord.list_namespaced_lease("kyverno").items if lease.spec.holder_identity]
+        return bool(leases) and all(lease.spec.renew_time and lease.spec.renew_time > after for lease in leases)
+
+    wait_until(renewed, timeout=timeout, what="Kyverno's leases renewed after the fault", interval=0.5, retry_on=kube_retry())
+
+
+# ----------------------------------------------------------------------------------------------
+# registry
+
+
+@pytest.mark.requires("registry")
+@pytest.mark.spec("distribution and zot storage: content is kept on disk across a restart")
+def test_registry_restart_keeps_content(stack, ci):
+    life = abilities.need(stack, abilities.LIFECYCLE)
+    img = ci.push_image("zeroclaw/faults/kept", "v1", seed="kept across a registry restart")
+    with life.down("registry"):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(stack.registry_url + "/v2/", timeout=3)
+    got = ci.get_manifest("zeroclaw/faults/kept", "v1")
+    assert got.status_code == 200 and got.headers.get("Docker-Content-Digest") == img.digest, (
+        f"after the restart the registry MUST serve what it held: {got.status_code} {got.headers.get('Docker-Content-Digest')}")
+
+
+@pytest.mark.requires("kubernetes", "admission.kyverno")
+@pytest.mark.spec(f"{K8S}: a webhook past timeoutSeconds under Fail rejects; under Ignore admits")
+@pytest.mark.parametrize("failure_policy", ["Fail", "Ignore"])
+def test_registry_slow(stack, adm, ns, keys, publish, policy, record, failure_policy):
+    """The registry accepts connections and answers nothing (paused) for longer than the webhook's
+    timeoutSeconds: the apiserver gives up on Kyverno and applies the failure policy."""
+    pause = abilities.need(stack, abilities.PAUSE)
+    img = publish("app", sign_with=[keys["K1"]])
+    policy([keys["K1"]], failure_policy=failure_policy, timeout_seconds=3, required=failure_policy == "Fail")
+    if failure_policy == "Ignore":
+        for webhook in ("mutate.kyverno.svc-ignore", "validate.kyverno.svc-ignore"):
+            adm.wait_webhook(webhook, prefix=True)
+    with pause.paused("registry"):
+        out = record("F-slow", adm.try_pod(ns, img.by_digest), "admitted" if failure_policy == "Ignore" else "denied")
+        if failure_policy == "Fail":
+            denied_with(out, "failed calling webhook")
+            assert any(s in out.message for s in ("context deadline exceeded", "Timeout", "timeout")), (
+                f"the rejection MUST be the webhook's timeout: {out.message}")
+        else:
+            admitted(out)
+    _admits_again(adm, ns, img)
+
+
+# ----------------------------------------------------------------------------------------------
+# Kyverno
+
+
+@pytest.mark.requires("kubernetes", "admission.kyverno")
+@pytest.mark.spec(f"{K8S}: Kyverno unreachable under Fail rejects every matching request; under Ignore admits")
+@pytest.mark.parametrize("failure_policy", ["Fail", "Ignore"])
+def test_kyverno_down(stack, adm, ns, keys, publish, policy, record, failure_policy):
+    life = abilities.need(stack, abilities.LIFECYCLE)
+    signed = publish("app", sign_with=[keys["K1"]])
+    unsigned = publish("other")
+    policy([keys["K1"]], failure_policy=failure_policy, required=failure_policy == "Fail")
+    if failure_policy == "Ignore":
+        for webhook in ("mutate.kyverno.svc-ignore", "validate.kyverno.svc-ignore"):
+            adm.wait_webhook(webhook)
+    with life.down("kyverno"):
+        for img in (signed, unsigned):
+            out = record("F-kyverno", adm.try_pod(ns, img.by_digest), "admitted" if failure_policy == "Ignore" else "denied")
+            if failure_policy == "Fail":
+                denied_with(out, "failed calling webhook", "kyverno.svc-fail")
+            else:
+                admitted(out)
+    _admits_again(adm, ns, signed)
+    denied_with(record("F-kyverno", adm.try_pod(ns, unsigned.by_digest), "denied"), "no signatures found")
+
+
+# ----------------------------------------------------------------------------------------------
+# the control plane
+
+
+def _readyz(stack) -> requests.Response:
+    """GET /readyz?verbose with the run's kubeconfig credentials (a token or a client certificate)."""
+    from kubernetes import config as kconfig
+
+    cfg = kconfig.new_client_from_config(abilities.need(stack, abilities.KUBECONFIG).kubeconfig()).configuration
+    token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    cert = (cfg.cert_file, cfg.key_file) if cfg.cert_file else None
+    return requests.get(cfg.host + "/readyz?verbose", headers={"Authorization": token} if token else {}, cert=cert,
+                        verify=cfg.ssl_ca_cert or False, timeout=5)
+
+
+# client-go leader election (which Kyverno uses) ends the process when it cannot renew its lease
+# within the renew deadline; its platform (the kubelet, restartPolicy Always) starts it again
+LEADER_ELECTION = "a leader-elected controller exits when it cannot renew its lease (client-go leaderelection), and is restarted"
+
+
+@pytest.mark.requires("kubernetes", "admission.kyverno")
+@pytest.mark.spec("kube-apiserver /readyz (etcd check); Kubernetes recovers when etcd returns, objects kept")
+def test_etcd_restart(stack, adm, ns, keys, publish, policy, record, request):
+    life = abilities.need(stack, abilities.LIFECYCLE)
+    img = publish("app", sign_with=[keys["K1"]])
+    unsigned = publish("other")
+    policy([keys["K1"]])
+    with life.supervised("kyverno", LEADER_ELECTION) as restarts:
+        with life.down("etcd"):
+            def etcd_not_ready() -> bool:
+                r = _readyz(stack)
+                return r.status_code != 200 and "etcd" in r.text
+
+            wait_until(etcd_not_ready, timeout=30, what="the apiserver to report etcd unready", interval=0.5)
+        wait_until(lambda: _readyz(stack).status_code == 200, timeout=90, what="the apiserver ready again", interval=0.5)
+        _admits_again(adm, ns, img)
+        _leases_renewed(adm, time.time())
+    request.node.user_properties.append(("measured", f"Kyverno restarted {len(restarts)} time(s) (leader election)"))
+    denied_with(record("F-etcd", adm.try_pod(ns, unsigned.by_digest), "denied"), "no signatures found")
+
+
+@pytest.mark.requires("kubernetes", "admission.kyverno")
+@pytest.mark.spec("kube-apiserver restart: objects live in etcd; Kyverno's informers reconnect")
+def test_apiserver_restart(stack, adm, ns, keys, publish, policy, record, request):
+    life = abilities.need(stack, abilities.LIFECYCLE)
+    img = publish("app", sign_with=[keys["K1"]])
+    unsigned = publish("other")
+    policy([keys["K1"]])
+    with life.supervised("kyverno", LEADER_ELECTION) as restarts:
+        with life.down("kube-apiserver"):
+            with pytest.raises(Exception) as info:
+                adm.core.list_namespace(_request_timeout=3)
+            assert isinstance(info.value, kube_retry()), f"the API MUST be unreachable while stopped: {info.value!r}"
+        _admits_again(adm, ns, img)
+        _leases_renewed(adm, time.time())
+    request.node.user_properties.append(("measured", f"Kyverno restarted {len(restarts)} time(s) (leader election)"))
+    denied_with(record("F-apiserver", adm.try_pod(ns, unsigned.by_digest), "denied"), "no signatures found")
+
+
+# ----------------------------------------------------------------------------------------------
+# the identity provider
+
+
+@pytest.mark.requires("identity.pocket-id", "registry.auth")
+@pytest.mark.spec("zot htpasswd accounts do not depend on the identity provider; Pocket ID keeps its signing key")
+def test_identity_provider_down(stack, scenario):
+    life = abilities.need(stack, abilities.LIFECYCLE)
+    robot = scenario.identities.robots[0].name
+    client = OciClient(stack.registry_url, (robot, stack.password(robot)))
+    jwks = requests.get(f"{stack.issuer_url}/.well-known/jwks.json", timeout=5).json()
+    with life.down("identity"):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{stack.issuer_url}/.well-known/openid-configuration", timeout=3)
+        assert client.catalog().status_code == 200, "a robot MUST keep working while the identity provider is down"
+    after = requests.get(f"{stack.issuer_url}/.well-known/jwks.json", timeout=5).json()
+    assert {k["kid"] for k in after["keys"]} == {k["kid"] for k in jwks["keys"]}, "the signing keys MUST survive a restart"
