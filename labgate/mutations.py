@@ -14,7 +14,7 @@ import os
 ENV = "LABGATE_MUTATION"
 
 NAMES = (
-    "htpasswd-drops-robot",  # the vault robot's line is missing from the registry's htpasswd
+    "htpasswd-drops-robot",  # the read-only robot's line is missing from the registry's htpasswd
     "auth-off",  # the registry is rendered without authentication
     "deletion-disabled",  # distribution's storage.delete is off
     "policy-trusts-other-key",  # the ClusterPolicy's public key is a key nobody signs with

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 ADMIN_USER = "labgate-admin"
@@ -41,13 +41,13 @@ class Pki:
     sa_key: Path
 
 
-def make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def make_ca(common_name: str, days: int = 2) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
     cert = (
         x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name))
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
                                      key_encipherment=False, data_encipherment=False, key_agreement=False,
@@ -57,7 +57,8 @@ def make_ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
     return cert, key
 
 
-def issue_serving_cert(ca: x509.Certificate, ca_key, common_name: str, hosts: list[str]) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def issue_serving_cert(ca: x509.Certificate, ca_key, common_name: str, hosts: list[str],
+                       days: int = 2) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
     sans: list[x509.GeneralName] = []
@@ -69,7 +70,7 @@ def issue_serving_cert(ca: x509.Certificate, ca_key, common_name: str, hosts: li
     cert = (
         x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca.subject)
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
@@ -87,7 +88,7 @@ def generate_pki(d: Path) -> Pki:
     pki.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     pki.serving_cert.write_bytes(serving.public_bytes(serialization.Encoding.PEM))
     _write_key(pki.serving_key, serving_key)
-    sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sa = ec.generate_private_key(ec.SECP256R1())  # the apiserver signs service account tokens with ES256
     _write_key(pki.sa_key, sa)
     pki.sa_pub.write_bytes(sa.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return pki
@@ -109,7 +110,9 @@ def kubeconfig(server: str, ca_cert: Path, token: str) -> str:
     })
 
 
-def etcd_command(binary: str, data_dir: Path, client_port: int, peer_port: int) -> list[str]:
+def etcd_command(binary: str, data_dir: Path, client_port: int, peer_port: int, existing: bool = False) -> list[str]:
+    """``existing``: the data directory was made by another etcd (a cached seed, on other ports):
+    --force-new-cluster makes this single member take it over with its own peer address."""
     peer = f"http://127.0.0.1:{peer_port}"
     client = f"http://127.0.0.1:{client_port}"
     return [
@@ -117,6 +120,7 @@ def etcd_command(binary: str, data_dir: Path, client_port: int, peer_port: int) 
         "--listen-client-urls", client, "--advertise-client-urls", client,
         "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
         "--initial-cluster", f"labgate={peer}", "--unsafe-no-fsync", "--log-level", "warn",
+        *(["--force-new-cluster"] if existing else []),
     ]
 
 

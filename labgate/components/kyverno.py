@@ -17,6 +17,8 @@ import yaml
 
 NAMESPACE = "kyverno"
 PULL_SECRET = "labgate-registry"
+CA_SECRET = "kyverno-svc.kyverno.svc.kyverno-tls-ca"
+TLS_SECRET = "kyverno-svc.kyverno.svc.kyverno-tls-pair"
 MANAGED_BY = "webhook.kyverno.io/managed-by=kyverno"
 BUNDLE_TYPE = "SigstoreBundle"
 
@@ -29,8 +31,8 @@ def command(binary: str, *, kubeconfig: str, webhook_port: int, metrics_port: in
         f"--serverIP=127.0.0.1:{webhook_port}",
         "--webhookServerHost=127.0.0.1",
         f"--webhookServerPort={webhook_port}",
-        "--caSecretName=kyverno-svc.kyverno.svc.kyverno-tls-ca",
-        "--tlsSecretName=kyverno-svc.kyverno.svc.kyverno-tls-pair",
+        f"--caSecretName={CA_SECRET}",
+        f"--tlsSecretName={TLS_SECRET}",
         "--backgroundServiceAccountName=system:serviceaccount:kyverno:kyverno-background-controller",
         "--reportsServiceAccountName=system:serviceaccount:kyverno:kyverno-reports-controller",
         "--allowInsecureRegistry",
@@ -64,21 +66,26 @@ def crd_files(crds: Path) -> list[Path]:
     return sorted(crds.rglob("*.yaml"))
 
 
-def install_prerequisites(api, crds: Path, *, registry_host: str, robot: str, password: str,
-                          abort=None) -> None:
-    """What Kyverno needs before it starts: its namespace, every CRD of the module (established)
-    and the pull secret with a read-only robot's credentials for the registry."""
+def install_crds(api, crds: Path, *, abort=None) -> None:
+    """Kyverno's namespace and every CRD of the module, established (informers hang on a missing
+    one). This is what the cached etcd seed holds (labgate.components.kube.seeded_data_dir)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from kubernetes import client as kclient
     from kubernetes import utils as kutils
 
-    from labgate.process import kube_retry, wait_until
-
     core = kclient.CoreV1Api(api)
     core.create_namespace(kclient.V1Namespace(metadata=kclient.V1ObjectMeta(name=NAMESPACE)))
     with ThreadPoolExecutor(max_workers=4) as pool:  # 22 large CRDs: the apiserver takes them in parallel
         list(pool.map(lambda f: kutils.create_from_yaml(api, str(f)), crd_files(crds)))
+    wait_established(api, abort=abort)
+
+
+def wait_established(api, *, abort=None, timeout: float = 60.0) -> None:
+    from kubernetes import client as kclient
+
+    from labgate.process import kube_retry, wait_until
+
     ext = kclient.ApiextensionsV1Api(api)
 
     def established() -> bool:
@@ -88,11 +95,50 @@ def install_prerequisites(api, crds: Path, *, registry_host: str, robot: str, pa
                 return False
         return True
 
-    wait_until(established, timeout=60, what="Kyverno CRDs established", abort=abort, retry_on=kube_retry())
-    core.create_namespaced_secret(NAMESPACE, kclient.V1Secret(
+    wait_until(established, timeout=timeout, what="Kyverno CRDs established", abort=abort, retry_on=kube_retry())
+
+
+def crds_digest(crds: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in crd_files(crds):
+        h.update(f.relative_to(crds).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def install_secrets(api, *, registry_host: str, robot: str, password: str, webhook_hosts: list[str]) -> None:
+    """Per run: the pull secret with a read-only robot's credentials for the registry, and the
+    webhook server's TLS pair and CA under the names Kyverno reads (it uses certificates it finds
+    valid there, as with user-provided certificates, instead of making them at start)."""
+    from cryptography.hazmat.primitives import serialization
+    from kubernetes import client as kclient
+
+    from labgate.components.kube import issue_serving_cert, make_ca
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    core = kclient.CoreV1Api(api)
+    secrets = [kclient.V1Secret(
         metadata=kclient.V1ObjectMeta(name=PULL_SECRET), type="kubernetes.io/dockerconfigjson",
         string_data={".dockerconfigjson": docker_config(registry_host, robot, password)},
-    ))
+    )]
+    days = 60  # Kyverno renews what expires within 15 days (--renewBefore), and renews only its own
+    ca, ca_key = make_ca("*.kyverno.svc", days=days)
+    svc = ["kyverno-svc", "kyverno-svc.kyverno", "kyverno-svc.kyverno.svc"]
+    cert, key = issue_serving_cert(ca, ca_key, "kyverno-svc.kyverno.svc", [*webhook_hosts, *svc], days=days)
+
+    def pem_key(k) -> str:
+        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+
+    def pem_cert(c) -> str:
+        return c.public_bytes(serialization.Encoding.PEM).decode()
+
+    for name, (c, k) in ((CA_SECRET, (ca, ca_key)), (TLS_SECRET, (cert, key))):
+        secrets.append(kclient.V1Secret(metadata=kclient.V1ObjectMeta(name=name), type="kubernetes.io/tls",
+                                        string_data={"tls.crt": pem_cert(c), "tls.key": pem_key(k)}))
+    with ThreadPoolExecutor(max_workers=len(secrets)) as pool:
+        list(pool.map(lambda sec: core.create_namespaced_secret(NAMESPACE, sec), secrets))
 
 
 def docker_config(registry_host: str, user: str, password: str) -> str:

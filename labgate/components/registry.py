@@ -34,7 +34,7 @@ def robots_htpasswd(scenario: Scenario, credentials: dict[str, str]) -> str:
 
     robots = [r.name for r in scenario.identities.robots]
     if mutations.on("htpasswd-drops-robot"):
-        robots = [r for r in robots if r != "vault-robot"]
+        robots = [r for r in robots if r != "readonly-robot"]
     return htpasswd({r: credentials[r] for r in robots})
 
 

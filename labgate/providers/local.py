@@ -178,6 +178,9 @@ class LocalProvider:
                 fix=f"set arch: auto, or run on a {arch} machine ({arch} emulation needs qemu-user: apt-get install qemu-user-static binfmt-support)",
             )
         check_versions(sc)
+        if sc.components.kubernetes is not None:
+            # the Kubernetes client takes a second to import: let it load while the binaries are found
+            threading.Thread(target=_import_kubernetes, name="labgate-import", daemon=True).start()
         # every binary first: a missing one is one clear error before anything starts
         t0 = time.monotonic()
         kind, reg_tool = self._choose_registry()
@@ -347,18 +350,82 @@ class LocalProvider:
         self._start("registry", kind, tool, cmd, d / "registry.log", ports={"http": port}, url=stack.registry_url)
 
     def _cluster_side(self, stack: Stack, tools: dict[str, toolchain.Resolved]) -> None:
-        self._start_kubernetes(stack, tools["etcd"], tools["kube-apiserver"])
+        seed = None
+        if "kyverno" in tools:
+            t0 = time.monotonic()
+            seed, built = self._kyverno_seed(tools)
+            with self._lock:
+                stack.timings["kyverno-seed-build" if built else "kyverno-seed-restore"] = round(time.monotonic() - t0, 3)
+        self._start_kubernetes(stack, tools["etcd"], tools["kube-apiserver"], seed=seed)
         if "kyverno" in tools:
             self._start_kyverno(stack, tools["kyverno"])
 
-    def _start_kubernetes(self, stack: Stack, etcd: toolchain.Resolved, api: toolchain.Resolved) -> None:
+    def _kyverno_crds(self, tool: toolchain.Resolved) -> Path:
+        crds = Path(os.environ.get("KYVERNO_CRDS") or Path(tool.path).parent.parent / "config" / "crds")
+        if not crds.is_dir():
+            raise StackError(f"kyverno: no CRD directory at {crds}", fix="set KYVERNO_CRDS to the config/crds directory of the kyverno module")
+        return crds
+
+    def _kyverno_seed(self, tools: dict[str, toolchain.Resolved]) -> tuple[Path, bool]:
+        """An etcd data directory holding Kyverno's namespace and CRDs, made once per (etcd,
+        kube-apiserver, Kyverno, CRD digest) and kept in the cache: creating 22 large CRDs is the
+        slowest part of a stack start, and what they are does not change between runs."""
+        import hashlib
+
+        from labgate.components import kube
+        from labgate.components import kyverno as kv
+
+        etcd, api, kyv = tools["etcd"], tools["kube-apiserver"], tools["kyverno"]
+        crds = self._kyverno_crds(kyv)
+        key = hashlib.sha256("|".join([
+            "seed-1", etcd.reported_version or etcd.version, api.reported_version or api.version, kyv.version, kv.crds_digest(crds),
+        ]).encode()).hexdigest()[:16]
+        seed = toolchain.cache_root() / "seeds" / f"etcd-kyverno-{key}"
+        if (seed / "member").is_dir():
+            return seed, False
+        seed.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="build-", dir=seed.parent))
+        self.teardown.add("seed-build-dir", lambda: shutil.rmtree(work, ignore_errors=True))
+        pki = kube.generate_pki(work / "pki")
+        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+        token = redact.new_secret("seed-build-token")
+        kube.token_file(work / "tokens.csv", token)
+        procs: list[Managed] = []
+        try:
+            e = Managed("seed-etcd", kube.etcd_command(etcd.path, work / "etcd", etcd_port, peer_port), work / "etcd.log").start()
+            procs.append(e)
+            wait_until(lambda: requests.get(f"http://127.0.0.1:{etcd_port}/health", timeout=2).status_code == 200, timeout=HEALTH_TIMEOUT,
+                       what="etcd for the Kyverno seed", abort=lambda: self._aborted() or e.exited())
+            a = Managed("seed-apiserver", kube.apiserver_command(api.path, pki, port=api_port, etcd_port=etcd_port, tokens=work / "tokens.csv",
+                                                                cert_dir=work / "certs"), work / "apiserver.log").start()
+            procs.append(a)
+            url = f"https://127.0.0.1:{api_port}"
+            wait_until(lambda: requests.get(url + "/readyz", headers={"Authorization": f"Bearer {token}"}, verify=str(pki.ca_cert),
+                                            timeout=3).status_code == 200,
+                       timeout=3 * HEALTH_TIMEOUT, what="kube-apiserver for the Kyverno seed", abort=lambda: self._aborted() or a.exited())
+            kc = work / "kubeconfig"
+            kc.write_text(kube.kubeconfig(url, pki.ca_cert, token))
+            from kubernetes import config as kconfig
+
+            kv.install_crds(kconfig.new_client_from_config(str(kc)), crds, abort=self._aborted)
+        finally:
+            for m in reversed(procs):
+                m.stop()  # SIGTERM: etcd writes what it holds before it exits
+        (work / "etcd").rename(seed)
+        shutil.rmtree(work, ignore_errors=True)
+        return seed, True
+
+    def _start_kubernetes(self, stack: Stack, etcd: toolchain.Resolved, api: toolchain.Resolved, seed: Path | None = None) -> None:
         from labgate.components import kube
 
         assert self._run_dir is not None
         d = self._run_dir / "kubernetes"
         pki = kube.generate_pki(d / "pki")
+        if seed is not None:
+            shutil.copytree(seed, d / "etcd")
+            (d / "etcd").chmod(0o700)
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
-        cmd = kube.etcd_command(etcd.path, d / "etcd", etcd_port, peer_port)
+        cmd = kube.etcd_command(etcd.path, d / "etcd", etcd_port, peer_port, existing=seed is not None)
         self._start("etcd", "etcd", etcd, cmd, d / "etcd.log", ports={"client": etcd_port, "peer": peer_port},
                     url=f"http://127.0.0.1:{etcd_port}")
         token = self._secret("kubernetes:admin-token")
@@ -386,17 +453,15 @@ class LocalProvider:
         sc = self.scenario
         adm = sc.components.admission
         assert adm is not None
-        crds = Path(os.environ.get("KYVERNO_CRDS") or Path(tool.path).parent.parent / "config" / "crds")
-        if not crds.is_dir():
-            raise StackError(f"kyverno: no CRD directory at {crds}", fix="set KYVERNO_CRDS to the config/crds directory of the kyverno module")
         robot = adm.pull_robot or next((r.name for r in sc.identities.robots if "readers" in r.groups), None) \
             or (sc.identities.robots[0].name if sc.identities.robots else None)
         if robot is None:
             raise StackError(f"{sc.source}: identities.robots: Kyverno needs a robot to read the registry", fix="declare a read-only robot")
         api = kconfig.new_client_from_config(stack.kubeconfig)
         t0 = time.monotonic()
-        kv.install_prerequisites(api, crds, registry_host=stack.image_host, robot=robot, password=stack.password(robot),
-                                 abort=self._aborted)
+        # the CRDs came with the seed, established: a ready apiserver serves them (its readiness
+        # waits for crd-informer-synced)
+        kv.install_secrets(api, registry_host=stack.image_host, robot=robot, password=stack.password(robot), webhook_hosts=["127.0.0.1"])
         with self._lock:
             stack.timings["kyverno-prerequisites"] = round(time.monotonic() - t0, 3)
         port, metrics = free_port(), free_port()
@@ -673,6 +738,12 @@ class LocalHandle(Handle):
         _write_teardown_record(st.report_dir, done)
         _unregister_run(st.run_id)
         return done
+
+
+def _import_kubernetes() -> None:
+    import kubernetes.client  # noqa: F401
+    import kubernetes.config  # noqa: F401
+    import kubernetes.utils  # noqa: F401
 
 
 def _signal_group(pid: int, sig: int) -> None:

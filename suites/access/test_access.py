@@ -35,20 +35,34 @@ def _code(resp: requests.Response) -> str:
         return ""
 
 
-@pytest.fixture(scope="session")
-def seeded(stack: Stack, scenario) -> dict[str, tuple[str, OciClient]]:
-    """An image in every table repository, pushed by an identity the policies let push there."""
-    out: dict[str, tuple[str, OciClient]] = {}
-    cells = expand(scenario)
-    for repo in scenario.access.table.repositories if scenario.access.table else []:
-        pusher = next((c.identity for c in cells if c.action == "push" and c.repository == repo and c.expect == "allow"
+class _Seeds:
+    """An image in each table repository, pushed on first use by an identity the policies let push
+    there; a repository that cannot be seeded affects only the cells that read it."""
+
+    def __init__(self, stack: Stack, scenario) -> None:
+        self.stack = stack
+        self.cells = expand(scenario)
+        self.done: dict[str, tuple[str, OciClient]] = {}
+
+    def owner(self, repo: str) -> tuple[str, OciClient] | None:
+        if repo in self.done:
+            return self.done[repo]
+        pusher = next((c.identity for c in self.cells if c.action == "push" and c.repository == repo and c.expect == "allow"
                        and c.credential == "password"), None)
         if pusher is None:
-            continue
-        client = OciClient(stack.registry_url, (pusher, stack.password(pusher)))
-        client.push_image(repo, "seed", seed="access-table")
-        out[repo] = (pusher, client)
-    return out
+            return None
+        client = OciClient(self.stack.registry_url, (pusher, self.stack.password(pusher)))
+        try:
+            client.push_image(repo, "seed", seed="access-table")
+        except AssertionError as exc:
+            raise AssertionError(f"precondition: {pusher} may push to {repo} under the policies, and could not seed it: {exc}") from None
+        self.done[repo] = (pusher, client)
+        return self.done[repo]
+
+
+@pytest.fixture(scope="session")
+def seeded(stack: Stack, scenario) -> _Seeds:
+    return _Seeds(stack, scenario)
 
 
 class _Humans:
@@ -136,14 +150,14 @@ def _unenforceable(stack: Stack, cell: Cell) -> str | None:
     return None
 
 
-def _perform(client: OciClient, cell: Cell, seeded: dict[str, tuple[str, OciClient]]) -> requests.Response:
+def _perform(client: OciClient, cell: Cell, seeded: _Seeds) -> requests.Response:
     repo = cell.repository
     if cell.action == "catalog":
         return client.catalog()
     if cell.action == "tags":
         return client.tags(repo)
     if cell.action == "pull":
-        if repo not in seeded:
+        if seeded.owner(repo) is None:
             pytest.skip(f"nothing can be pushed to {repo} under the scenario's policies, so there is nothing to pull")
         return client.get_manifest(repo, "seed")
     if cell.action == "push":
@@ -152,9 +166,10 @@ def _perform(client: OciClient, cell: Cell, seeded: dict[str, tuple[str, OciClie
             client.cancel_upload(r.headers["Location"])
         return r
     if cell.action == "delete":
-        if repo not in seeded:
+        found = seeded.owner(repo)
+        if found is None:
             pytest.skip(f"nothing can be pushed to {repo} under the scenario's policies, so there is nothing to delete")
-        owner = seeded[repo][1]
+        owner = found[1]
         img = owner.push_image(repo, f"del-{uuid.uuid4().hex[:8]}", seed=uuid.uuid4().hex)
         return client.delete_manifest(repo, img.digest)
     if cell.action == "apikey":
