@@ -66,13 +66,21 @@ class Handle:
     def has(self, ability: str) -> bool:
         return ability in self.abilities
 
-    def need(self, ability: str) -> "Handle":
+    def need(self, ability: str, component: str | None = None) -> "Handle":
         if ability not in ALL:
             raise ValueError(f"unknown ability {ability!r}")
         if ability not in self.abilities:
             why = self.missing.get(ability, "")
             raise AbilityMissing(f"the {self.provider} provider has no '{ability}' ability" + (f": {why}" if why else ""))
+        if component is not None:
+            why = self.cannot(ability, component)
+            if why:
+                raise AbilityMissing(f"the {self.provider} provider's '{ability}' ability does not reach {component}: {why}")
         return self
+
+    def cannot(self, ability: str, component: str) -> str | None:
+        """Why ``ability`` does not apply to ``component`` on this provider (None: it does)."""
+        return None
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
@@ -119,6 +127,11 @@ class Handle:
             self.resume(component)
 
     # credentials
+    def revoke_modes(self) -> set[str]:
+        """How this provider can change a credential file: "in-place" (rewritten), "replace" (a new
+        file renamed over it, as a Kubernetes Secret volume changes)."""
+        return {"in-place", "replace"} if CREDENTIALS in self.abilities else set()
+
     @contextlib.contextmanager
     def revoked(self, account: str, *, how: str = "replace") -> Iterator[None]:
         raise NotImplementedError
@@ -164,11 +177,12 @@ def of(stack: Stack) -> Handle:
     raise LabgateError(f"stack {stack.run_id}: unknown provider {stack.provider!r}")
 
 
-def need(stack: Stack, ability: str) -> Handle:
-    """The provider's handle when it has ``ability``; in a test, a skip naming it otherwise."""
+def need(stack: Stack, ability: str, component: str | None = None) -> Handle:
+    """The provider's handle when it has ``ability`` (for ``component``); in a test, a skip naming
+    what is missing otherwise."""
     handle = of(stack)
     try:
-        return handle.need(ability)
+        return handle.need(ability, component)
     except AbilityMissing as exc:
         import pytest
 

@@ -44,7 +44,7 @@ def load(path: Path = DATA) -> list[dict[str, Any]]:
                 raise ScenarioError(f"{path}: [{i}].{key}: required field is missing")
         if m["name"] not in mutations.NAMES:
             raise ScenarioError(f"{path}: [{i}].name: {m['name']!r} is not a mutation labgate.mutations knows")
-        unknown = set(m) - {"name", "what", "suites", "flips", "needs", "also_on"}
+        unknown = set(m) - {"name", "what", "suites", "flips", "needs", "also_on", "registry"}
         if unknown:
             raise ScenarioError(f"{path}: [{i}].{sorted(unknown)[0]}: unknown key")
     return data
@@ -67,6 +67,19 @@ def _run(scenario: str, suites: list[str], reports: Path, run_id: str, mutation:
     return out
 
 
+def _scenario_for(path: str, registry: str, reports: Path) -> str:
+    """The scenario, or a copy of it with the registry kind a mutation is declared for."""
+    if not registry:
+        return path
+    data = yaml.safe_load(Path(path).read_text())
+    data.setdefault("components", {}).setdefault("registry", {})["kind"] = registry
+    data["name"] = f"{data.get('name', 'scenario')}-{registry}"
+    out = reports / f"scenario-{registry}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(out)
+
+
 def _needs_missing(m: dict[str, Any], stack: dict[str, Any]) -> str | None:
     caps = set(stack.get("capabilities") or [])
     for need in m.get("needs") or []:
@@ -77,15 +90,27 @@ def _needs_missing(m: dict[str, Any], stack: dict[str, Any]) -> str | None:
     return None
 
 
+def _declares(pattern: Any, nodeid: str, test: dict[str, Any]) -> bool:
+    """A flips entry: a glob of test ids, or {access_expect: allow|deny} for the access cells the
+    scenario expects so (the cells' expectations come from the policies, not from a list)."""
+    if isinstance(pattern, dict):
+        want = pattern.get("access_expect")
+        return any(row.get("expected") == want for row in (test.get("extra") or {}).get("access", []))
+    return fnmatch.fnmatchcase(nodeid, pattern)
+
+
 def judge(m: dict[str, Any], base: dict[str, dict], mutated: dict[str, dict]) -> dict[str, Any]:
     flipped = {n: (base[n]["verdict"], mutated[n]["verdict"]) for n in mutated
                if n != "__meta__" and n in base and base[n]["verdict"] != mutated[n]["verdict"]}
     kind = (base["__meta__"]["stack"] or {}).get("registry_kind", "")
     declared = list(m["flips"]) + list((m.get("also_on") or {}).get(kind, []))
-    expected = {n for n in base if n != "__meta__" and any(fnmatch.fnmatchcase(n, p) for p in declared)
-                and base[n]["verdict"] not in ("skip",)}
+
+    def named(n: str) -> bool:
+        return any(_declares(p, n, base[n]) for p in declared)
+
+    expected = {n for n in base if n != "__meta__" and base[n]["verdict"] not in ("skip",) and named(n)}
     missed = sorted(expected - set(flipped))
-    unexpected = sorted(set(flipped) - {n for n in flipped if any(fnmatch.fnmatchcase(n, p) for p in declared)})
+    unexpected = sorted(n for n in flipped if not named(n))
     ok = bool(flipped) and not missed and not unexpected
     return {"name": m["name"], "what": m["what"], "ok": ok, "flipped": {n: f"{a} -> {b}" for n, (a, b) in sorted(flipped.items())},
             "missed": missed, "unexpected": unexpected,
@@ -105,17 +130,25 @@ def main(argv: list[str] | None = None) -> int:
             raise ScenarioError(f"--only: unknown mutation in {args.only} (known: {', '.join(m['name'] for m in load())})")
         run = "mutation-" + time.strftime("%Y%m%d-%H%M%S")
         reports = Path(args.reports).resolve() / run
-        suites = sorted({s for m in plan for s in m["suites"]})
-        print(f"labgate mutate: baseline run of {', '.join(suites)}", flush=True)
-        base = _run(args.scenario, suites, reports, "baseline")
+        bases: dict[str, dict[str, dict]] = {}
+
+        def baseline(registry: str) -> tuple[str, dict[str, dict]]:
+            scenario = _scenario_for(args.scenario, registry, reports)
+            if registry not in bases:
+                suites = sorted({s for m in plan if m.get("registry", "") == registry for s in m["suites"]})
+                print(f"labgate mutate: baseline run of {', '.join(suites)}" + (f" on {registry}" if registry else ""), flush=True)
+                bases[registry] = _run(scenario, suites, reports, f"baseline{'-' + registry if registry else ''}")
+            return scenario, bases[registry]
+
         results = []
         for m in plan:
+            scenario, base = baseline(m.get("registry", ""))
             why = _needs_missing(m, base["__meta__"]["stack"])
             if why:
                 results.append({"name": m["name"], "what": m["what"], "ok": None, "skipped": why})
                 print(f"  {m['name']:<26} skipped: {why}", flush=True)
                 continue
-            mutated = _run(args.scenario, m["suites"], reports, m["name"], mutation=m["name"])
+            mutated = _run(scenario, m["suites"], reports, m["name"], mutation=m["name"])
             r = judge(m, base, mutated)
             results.append(r)
             state = "noticed" if r["ok"] else "FAILED"
@@ -135,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ran = [r for r in results if r.get("ok") is not None]
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "mutation.json").write_text(json.dumps({"scenario": args.scenario, "results": results,
-                                                       "baseline_seconds": base["__meta__"]["seconds"]}, indent=2))
+                                                       "baseline_seconds": {k or "default": v["__meta__"]["seconds"] for k, v in bases.items()}},
+                                                      indent=2))
     (reports / "index.html").write_text(render(results))
     print(f"labgate mutate: {len(ran) - len(failed)} of {len(ran)} mutations noticed as declared; "
           f"{len(results) - len(ran)} skipped; report {reports / 'index.html'}")

@@ -72,4 +72,8 @@ def reap(*, include_detached: bool = False, keep: str = "") -> list[str]:
         with contextlib.suppress(OSError):
             f.unlink()
         said.append(f"run {run_id} ({entry.get('provider', '?')}; {why}): removed " + (", ".join(removed) or "its registration"))
+    from labgate import binfmt
+
+    alive = {entry.get("run_id") or f.stem for f, entry in _runs()}
+    said += [f"{line}: removed" for line in binfmt.reap(alive | {keep})]
     return said

@@ -254,6 +254,17 @@ class Existing(_Strict):
     kubernetes: ExistingCluster | None = None
 
 
+class KindSettings(_Strict):
+    """providers kind and k3d: the cluster."""
+
+    node_image: Literal["built", "upstream"] = Field(
+        default="built", description="built: assembled here offline from Debian and Go-built Kubernetes; upstream: kindest/node by digest")
+    image: str | None = Field(default=None, description="upstream: the node image reference (default: the one kind pins)")
+    cluster: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,40}$",
+                                description="reuse this existing kind cluster: labgate creates and deletes no cluster")
+    keep: bool = Field(default=False, description="keep the cluster after the run (labgate prints how to attach and delete it)")
+
+
 class Scenario(_Strict):
     name: str
     description: str | None = None
@@ -266,6 +277,7 @@ class Scenario(_Strict):
     suites: list[Literal["oci", "oidc", "access", "admission", "rotation", "faults"]] = ["oci"]
     options: SuiteOptions = SuiteOptions()
     existing: Existing | None = None
+    kind: KindSettings | None = None
 
     # where the file came from; not part of the YAML
     source: str = Field(default="<memory>", exclude=True)
@@ -284,6 +296,8 @@ class Scenario(_Strict):
             raise ValueError("existing: provider existing needs an existing section (registry url, repository, credentials from env or file)")
         if self.provider != "existing" and self.existing is not None:
             raise ValueError(f"existing: only for provider existing (this scenario's provider is {self.provider})")
+        if self.provider not in ("kind", "k3d") and self.kind is not None:
+            raise ValueError(f"kind: only for providers kind and k3d (this scenario's provider is {self.provider})")
         return self
 
     @model_validator(mode="after")

@@ -70,6 +70,7 @@ class Stack:
     read_only: bool = False  # the harness refuses every write (provider existing)
     repository: str = ""  # read-only stacks: the repository the scenario names for pulls
     cluster: str = ""  # kind: the cluster's name
+    provider_data: dict[str, Any] = field(default_factory=dict)  # what a provider needs to tear down (engine, releases)
     state_file: str = ""
 
     # ----------------------------------------------------------------------------------------

@@ -114,3 +114,32 @@ def test_staging_replaces_maps_v0_requirements():
     gomod = ("module k8s.io/kubernetes\nrequire (\n\tk8s.io/api v0.0.0\n\tk8s.io/klog/v2 v2.130.1\n\tk8s.io/client-go v0.0.0\n"
              "\tk8s.io/kube-openapi v0.0.0-20250710124328-f3f2b991d03b\n)\n")
     assert staging_replaces(gomod, "v0.36.3") == ["k8s.io/api=k8s.io/api@v0.36.3", "k8s.io/client-go=k8s.io/client-go@v0.36.3"]
+
+
+def test_a_version_as_data_gets_its_own_recipe_and_cache():
+    from labgate.toolchain.specs import variant
+
+    k = variant("kyverno", version="v1.18.2")
+    assert k.version == "v1.18.2" and k.methods[0].version == "v1.18.2"
+    assert "BuildVersion=v1.18.2" in k.methods[0].ldflags and "v1.19.0" not in k.methods[0].ldflags
+    assert k.env == "KYVERNO_BIN_1_18_2"
+    api = variant("kube-apiserver", version="v1.35.2")
+    assert api.methods[0].staging_version == "v0.35.2" and "gitMinor=35" in api.methods[0].ldflags
+    assert res._tool_dir(k).name == "v1.18.2"
+    assert toolchain.tool("kyverno@v1.18.2").version == "v1.18.2"
+
+
+def test_a_cross_build_has_its_own_variable_and_no_apt_fallback():
+    from labgate.toolchain.specs import variant
+
+    d = variant("distribution", arch="arm64")
+    assert d.goarch == "arm64" and d.env == "DISTRIBUTION_BIN_ARM64" and d.path_names == ()
+    assert all(type(m).__name__ in ("GoInstall", "GoWrapper") for m in d.methods)
+    assert res._tool_dir(d).name == "v3.1.2-linux-arm64"
+
+
+def test_unknown_component_is_one_clear_error():
+    from labgate.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown component 'kyvern'"):
+        toolchain.tool("kyvern@v1")

@@ -23,11 +23,12 @@ class Outcome:
     stored_image: str = ""
     annotations: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    phase: str = ""  # on a cluster with nodes: Running (an admitted pod started), absent (a denied one), or why not
 
     def record(self, expected: str) -> dict[str, Any]:
         return {"object": f"{self.kind}/{self.name}", "image": self.image, "expected": expected,
                 "observed": "admitted" if self.admitted else "denied", "message": self.message,
-                "stored_image": self.stored_image, "seconds": round(self.seconds, 3)}
+                "stored_image": self.stored_image, "seconds": round(self.seconds, 3), "phase": self.phase}
 
 
 def normalize(message: str) -> str:
@@ -48,22 +49,68 @@ class Admission:
     """``dry_run``: every write is a server-side dry run (read-only stacks: the apiserver and
     Kyverno's webhooks judge the object, nothing is stored)."""
 
-    def __init__(self, kubeconfig: str, context: str = "", dry_run: bool = False):
+    def __init__(self, kubeconfig: str, context: str = "", dry_run: bool = False,
+                 pull_secret: tuple[str, str, str] | None = None, run_pods: bool = False):
+        """``run_pods`` (a cluster with nodes): an admitted pod must reach Running, pulled with
+        ``pull_secret`` (registry host, robot, password) made in each test namespace; a denied pod
+        must not exist."""
         from kubernetes import client as kclient
         from kubernetes import config as kconfig
 
         self.kc = kclient
         self.dry_run = dry_run
+        self.pull_secret = pull_secret
+        self.run_pods = run_pods
         self.api = kconfig.new_client_from_config(kubeconfig, context=context or None)
         self.core = kclient.CoreV1Api(self.api)
         self.apps = kclient.AppsV1Api(self.api)
         self.custom = kclient.CustomObjectsApi(self.api)
 
     # ------------------------------------------------------------------------------------------
+    PULL_SECRET = "labgate-pull"
+
     def namespace(self, prefix: str = "adm") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.core.create_namespace(self.kc.V1Namespace(metadata=self.kc.V1ObjectMeta(name=name)))
+        if self.pull_secret is not None:
+            host, user, password = self.pull_secret
+            self.core.create_namespaced_secret(name, self.kc.V1Secret(
+                metadata=self.kc.V1ObjectMeta(name=self.PULL_SECRET), type="kubernetes.io/dockerconfigjson",
+                string_data={".dockerconfigjson": kv.docker_config(host, user, password)}))
         return name
+
+    def _pod_spec(self, image: str):
+        return self.kc.V1PodSpec(
+            containers=[self.kc.V1Container(name="app", image=image)], termination_grace_period_seconds=0,
+            image_pull_secrets=[self.kc.V1LocalObjectReference(name=self.PULL_SECRET)] if self.pull_secret else None)
+
+    def wait_running(self, ns: str, name: str, timeout: float = 120.0) -> str:
+        """Running, or what kept the pod from it (the waiting reason and message) at the deadline."""
+        deadline = time.monotonic() + timeout
+        last = "Pending"
+        while time.monotonic() < deadline:
+            pod = self.core.read_namespaced_pod(name, ns)
+            if pod.status.phase == "Running":
+                return "Running"
+            if pod.status.phase in ("Failed", "Succeeded"):
+                return pod.status.phase
+            for cs in pod.status.container_statuses or []:
+                w = cs.state.waiting if cs.state else None
+                if w is not None and w.reason:
+                    last = f"{w.reason}: {normalize(w.message or '')}"[:300]
+            time.sleep(0.3)
+        return last
+
+    def exists(self, ns: str, name: str) -> bool:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.core.read_namespaced_pod(name, ns)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def apply_policy(self, policy: dict[str, Any], timeout: float = 120.0) -> float:
         """Server-side apply a ClusterPolicy (no read-then-replace, so no 409 between writers) and
@@ -101,21 +148,27 @@ class Admission:
                 raise
 
     # ------------------------------------------------------------------------------------------
-    def try_pod(self, ns: str, image: str, name: str | None = None) -> Outcome:
+    def try_pod(self, ns: str, image: str, name: str | None = None, run: bool | None = None) -> Outcome:
+        """Create a pod; on a cluster with nodes (``run``, default ``run_pods``) follow it: an
+        admitted pod to Running, a denied one to its absence."""
         from kubernetes.client.rest import ApiException
 
         name = name or f"pod-{uuid.uuid4().hex[:8]}"
-        body = self.kc.V1Pod(
-            metadata=self.kc.V1ObjectMeta(name=name),
-            spec=self.kc.V1PodSpec(containers=[self.kc.V1Container(name="app", image=image)]),
-        )
+        follow = self.run_pods if run is None else run
+        body = self.kc.V1Pod(metadata=self.kc.V1ObjectMeta(name=name), spec=self._pod_spec(image))
         t0 = time.monotonic()
         try:
             pod = self.core.create_namespaced_pod(ns, body, **({"dry_run": "All"} if self.dry_run else {}))
         except ApiException as exc:
-            return Outcome("Pod", name, image, False, normalize(_api_message(exc)), seconds=time.monotonic() - t0)
-        return Outcome("Pod", name, image, True, stored_image=pod.spec.containers[0].image,
-                       annotations=dict(pod.metadata.annotations or {}), seconds=time.monotonic() - t0)
+            out = Outcome("Pod", name, image, False, normalize(_api_message(exc)), seconds=time.monotonic() - t0)
+            if follow and not self.dry_run:
+                out.phase = "absent" if not self.exists(ns, name) else "exists after its denial"
+            return out
+        out = Outcome("Pod", name, image, True, stored_image=pod.spec.containers[0].image,
+                      annotations=dict(pod.metadata.annotations or {}), seconds=time.monotonic() - t0)
+        if follow and not self.dry_run:
+            out.phase = self.wait_running(ns, name)
+        return out
 
     def try_deployment(self, ns: str, image: str, name: str | None = None) -> Outcome:
         from kubernetes.client.rest import ApiException
@@ -127,10 +180,7 @@ class Admission:
             spec=self.kc.V1DeploymentSpec(
                 replicas=1,
                 selector=self.kc.V1LabelSelector(match_labels=labels),
-                template=self.kc.V1PodTemplateSpec(
-                    metadata=self.kc.V1ObjectMeta(labels=labels),
-                    spec=self.kc.V1PodSpec(containers=[self.kc.V1Container(name="app", image=image)]),
-                ),
+                template=self.kc.V1PodTemplateSpec(metadata=self.kc.V1ObjectMeta(labels=labels), spec=self._pod_spec(image)),
             ),
         )
         t0 = time.monotonic()

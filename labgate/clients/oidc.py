@@ -422,7 +422,10 @@ def code_flow(b: Browser, stack: Stack, client_id: str, *, pkce: bool = False, e
 def create_client(stack: Stack, client_id: str, callback_urls: list[str], **spec: Any) -> str:
     """Create a confidential OIDC client with a fresh secret; returns the secret (registered)."""
     h = admin_headers(stack)
-    body = {"id": client_id, "name": client_id, "callbackURLs": callback_urls, "logoutCallbackURLs": [], "isPublic": False,
+    from labgate import mutations
+
+    registered = [u.rsplit("/", 1)[0] + "/*" for u in callback_urls] if mutations.on("redirect-wildcard") else callback_urls
+    body = {"id": client_id, "name": client_id, "callbackURLs": registered, "logoutCallbackURLs": [], "isPublic": False,
             "pkceEnabled": False, "skipConsent": True, "requiresReauthentication": False,
             "requiresPushedAuthorizationRequests": False, "isGroupRestricted": False, "credentials": {}, **spec}
     r = requests.post(f"{stack.issuer_url}/api/oidc/clients", json=body, headers=h, timeout=TIMEOUT)

@@ -34,11 +34,14 @@ ADMIN = "labgate-admin"
 
 
 class LoopbackSecureCookiePolicy(DefaultCookiePolicy):
-    """Return Secure cookies over http to loopback hosts only (a browser's "secure context")."""
+    """Return Secure cookies over http to loopback hosts only (a browser's "secure context"); a
+    name the harness reaches on 127.0.0.1 (labgate.hostalias) is such a host."""
 
     def return_ok_secure(self, cookie, request) -> bool:  # type: ignore[override]
+        from labgate.hostalias import loopback_names
+
         host = request.host.split(":")[0] if not request.host.startswith("[") else request.host.split("]")[0] + "]"
-        if cookie.secure and request.type == "http" and host in LOOPBACK:
+        if cookie.secure and request.type == "http" and (host in LOOPBACK or host in loopback_names()):
             return True
         return super().return_ok_secure(cookie, request)
 

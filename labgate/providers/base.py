@@ -15,15 +15,20 @@ skip with the ability's name and the fix.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 from labgate import checkpoint, redact
 from labgate.stack import Stack
+
+if TYPE_CHECKING:
+    from labgate import toolchain
+    from labgate.scenario import Scenario
 
 
 class Provider(Protocol):
@@ -105,3 +110,32 @@ class Teardown:
                 self.done.append({"step": "interrupts", "seconds": 0.0, "error": "",
                                   "note": f"{len(pending)} interrupt(s) arrived during teardown and waited for it"})
         return self.done
+
+
+def choose_registry(scenario: "Scenario", arch: str | None = None) -> tuple[str, "toolchain.Resolved"]:
+    """Which registry the scenario gets, and its binary (for ``arch``): zot when asked for, or with
+    ``kind: auto`` when a zot binary can be had; CNCF distribution otherwise. A ZOT_BIN that names
+    no working binary is an error, never a silent fall-back to distribution."""
+    from labgate import toolchain
+    from labgate.errors import StackError
+    from labgate.toolchain.specs import variant
+
+    want = scenario.components.registry.kind
+    zot = toolchain.resolve("zot", arch=arch)
+    if os.environ.get(variant("zot", arch=arch).env) and not zot.available:
+        raise StackError(f"registry: {zot.reason}")
+    if want == "zot" or (want == "auto" and zot.available):
+        if not zot.available:
+            raise StackError(f"registry: {zot.reason}")
+        return "zot", zot
+    dist = toolchain.install("distribution", arch=arch)
+    if not dist.available:
+        raise StackError(f"registry: {dist.reason}")
+    return "distribution", dist
+
+
+def robot_credentials(stack: Stack, scenario: "Scenario") -> None:
+    """A password per robot, made for this run and registered for redaction (also in basic-auth form)."""
+    for robot in scenario.identities.robots:
+        stack.credentials[robot.name] = redact.new_secret(f"{robot.name}-password")
+        redact.register_basic(robot.name, stack.credentials[robot.name], f"{robot.name}-password")

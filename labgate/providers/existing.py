@@ -54,7 +54,7 @@ def _answers(url: str, ok: tuple[int, ...]) -> str | None:
 class ExistingProvider:
     name = "existing"
 
-    def __init__(self, scenario: Scenario, *, run_id: str, report_dir: str, detached: bool = False):
+    def __init__(self, scenario: Scenario, *, run_id: str, report_dir: str, detached: bool = False, keep: bool = False):
         self.scenario = scenario
         self.run_id = run_id
         self.report_dir = Path(report_dir)

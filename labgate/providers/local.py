@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -34,7 +35,7 @@ from labgate.abilities import CREDENTIALS, KUBECONFIG, LIFECYCLE, LOGS, PAUSE, H
 from labgate.components import registry as reg
 from labgate.errors import StackError
 from labgate.process import Managed, free_port, pid_alive, stop_pid, wait_until
-from labgate.providers.base import Teardown
+from labgate.providers.base import Teardown, choose_registry, robot_credentials
 from labgate.scenario import Scenario
 from labgate.stack import ComponentState, Stack, host_arch, proc_ticks
 
@@ -148,7 +149,7 @@ def component_steps(td: Teardown, stack: Stack, name: str, proc: Managed | None 
 class LocalProvider:
     name = "local"
 
-    def __init__(self, scenario: Scenario, *, run_id: str, report_dir: str, detached: bool = False):
+    def __init__(self, scenario: Scenario, *, run_id: str, report_dir: str, detached: bool = False, keep: bool = False):
         self.scenario = scenario
         self.run_id = run_id
         self.report_dir = Path(report_dir)
@@ -160,6 +161,7 @@ class LocalProvider:
         self._lock = threading.RLock()
         self._abort = threading.Event()
         self._side: _Side | None = None
+        self.arch: str | None = None  # another architecture than the host's, run under qemu-user
 
     # ------------------------------------------------------------------------------------------
     def up(self) -> Stack:
@@ -172,20 +174,23 @@ class LocalProvider:
     def _up(self) -> Stack:
         sc = self.scenario
         arch = host_arch() if sc.arch == "auto" else sc.arch
-        if arch != host_arch():
-            raise StackError(
-                f"{sc.source}: arch: {arch} on a {host_arch()} host: the local provider runs native binaries only",
-                fix=f"set arch: auto, or run on a {arch} machine ({arch} emulation needs qemu-user: apt-get install qemu-user-static binfmt-support)",
-            )
+        cross = arch if arch != host_arch() else None  # GOARCH builds run under qemu-user (labgate.binfmt)
+        self.arch = cross
         check_versions(sc)
         if sc.components.kubernetes is not None:
             # the Kubernetes client takes a second to import: let it load while the binaries are found
             threading.Thread(target=_import_kubernetes, name="labgate-import", daemon=True).start()
         # every binary first: a missing one is one clear error before anything starts
         t0 = time.monotonic()
-        kind, reg_tool = self._choose_registry()
+        kind, reg_tool = choose_registry(sc, cross)
         kube_tools = self._kube_tools()
         toolchain_seconds = round(time.monotonic() - t0, 3)
+        if cross:
+            from labgate import binfmt
+
+            undo = binfmt.ensure(cross, self.run_id, progress=lambda m: print(m, file=sys.stderr, flush=True))
+            if undo is not None:
+                self.teardown.add("binfmt", undo)
 
         self._run_dir = Path(tempfile.mkdtemp(prefix=f"labgate-{self.run_id}-"))
         run_dir = self._run_dir
@@ -200,9 +205,7 @@ class LocalProvider:
         self.stack = stack
         stack.timings["toolchain"] = toolchain_seconds
         self.teardown.add("logs", lambda: _copy_logs(_current(stack).components, str(self.report_dir)))
-        for robot in sc.identities.robots:
-            stack.credentials[robot.name] = redact.new_secret(f"{robot.name}-password")
-            redact.register_basic(robot.name, stack.credentials[robot.name], f"{robot.name}-password")
+        robot_credentials(stack, sc)
         registry_port = free_port()
         stack.registry_url = f"http://127.0.0.1:{registry_port}"
         self._save()
@@ -238,26 +241,12 @@ class LocalProvider:
         return [p for c in (self.stack.components if self.stack else []) for p in c.ports.values()]
 
     # ------------------------------------------------------------------------------------------
-    def _choose_registry(self) -> tuple[str, toolchain.Resolved]:
-        want = self.scenario.components.registry.kind
-        zot = toolchain.resolve("zot")
-        if os.environ.get(toolchain.TOOLS["zot"].env) and not zot.available:
-            raise StackError(f"registry: {zot.reason}")  # never a silent fall-back to another registry
-        if want == "zot" or (want == "auto" and zot.available):
-            if not zot.available:
-                raise StackError(f"registry: {zot.reason}")
-            return "zot", zot
-        dist = toolchain.install("distribution")
-        if not dist.available:
-            raise StackError(f"registry: {dist.reason}")
-        return "distribution", dist
-
     def _kube_tools(self) -> dict[str, toolchain.Resolved]:
         comps = self.scenario.components
         names = (["etcd", "kube-apiserver"] if comps.kubernetes is not None else []) + (["kyverno"] if comps.admission is not None else [])
         tools = {}
         for n in names:
-            tools[n] = toolchain.install(n)
+            tools[n] = toolchain.install(n, arch=self.arch)
             if not tools[n].available:
                 raise StackError(f"{n}: {tools[n].reason}")
         return tools
@@ -268,10 +257,12 @@ class LocalProvider:
         from labgate.components import pocketid as pid
 
         assert self._run_dir is not None
-        tool = toolchain.resolve("pocket-id")
+        from labgate.toolchain.specs import variant
+
+        tool = toolchain.resolve("pocket-id", arch=self.arch)
         if not tool.available:
             stack.skipped_components["pocket-id"] = tool.reason
-            if os.environ.get(toolchain.TOOLS["pocket-id"].env):
+            if os.environ.get(variant("pocket-id", arch=self.arch).env):
                 raise StackError(f"identity: {tool.reason}")
             return
         d = self._run_dir / "pocket-id"
@@ -741,9 +732,10 @@ class LocalHandle(Handle):
 
 
 def _import_kubernetes() -> None:
-    import kubernetes.client  # noqa: F401
-    import kubernetes.config  # noqa: F401
-    import kubernetes.utils  # noqa: F401
+    import importlib
+
+    for mod in ("kubernetes.client", "kubernetes.config", "kubernetes.utils"):
+        importlib.import_module(mod)
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -45,7 +45,7 @@ class Resolved:
 
 
 def _tool_dir(t: Tool) -> Path:
-    return cache_root() / "tools" / t.name / t.version
+    return cache_root() / "tools" / t.name / (t.version + (f"-linux-{t.goarch}" if t.goarch else ""))
 
 
 def _meta(t: Tool) -> dict | None:
@@ -113,6 +113,10 @@ def _env_override(t: Tool) -> Resolved | None:
     if not _executable(env_val):
         why = "does not exist" if not os.path.exists(env_val) else "is not an executable file"
         return Resolved(t.name, t.version, False, reason=f"{t.env}={env_val} {why} (fix: point {t.env} at a working {t.binary} binary, or unset it)")
+    missing = [n for n in t.siblings if not _executable(Path(env_val).parent / n)]
+    if missing:
+        return Resolved(t.name, t.version, False, reason=(
+            f"{t.env}={env_val}: {', '.join(missing)} not found next to it (fix: keep the whole build in one directory)"))
     if t.version_args:
         try:
             out = subprocess.run([env_val, *t.version_args], capture_output=True, text=True, timeout=20)
@@ -125,13 +129,13 @@ def _env_override(t: Tool) -> Resolved | None:
     return Resolved(t.name, t.version, True, "env", env_val, _probe_version(env_val, t.version_args), detail=f"${t.env}")
 
 
-def resolve(name: str) -> Resolved:
-    """Find a component without building anything."""
-    t = TOOLS[name]
+def resolve(name: str, *, arch: str | None = None) -> Resolved:
+    """Find a component (``name`` or ``name@version``) without building anything."""
+    t = _variant(name, arch)
     env = _env_override(t)
     if env is not None:
         return env
-    for n in t.path_names:
+    for n in t.path_names if not t.goarch else ():
         found = shutil.which(n)
         if found:
             return Resolved(t.name, t.version, True, "PATH", found, _probe_version(found, t.version_args), detail="found on PATH")
@@ -155,6 +159,12 @@ def resolve(name: str) -> Resolved:
 
 def resolve_all() -> list[Resolved]:
     return [resolve(n) for n in TOOLS]
+
+
+def cached_versions(name: str) -> list[str]:
+    """Versions of ``name`` the cache holds (``labgate tools status``)."""
+    d = cache_root() / "tools" / name
+    return sorted(p.name for p in d.iterdir() if (p / "tool.json").exists()) if d.is_dir() else []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,16 +257,25 @@ def _go_install(t: Tool, m: GoInstall, log: Path) -> tuple[bool, str]:
     if m.tags:
         cmd += ["-tags", m.tags]
     cmd.append(f"{m.package}@{m.version}")
-    code, out = _run(cmd, cwd=stage, env={**GO_ENV, "GOBIN": str(stage)}, log=log, name=t.name, step=f"{m.describe()} (download and build)")
+    env = {**GO_ENV, "GOBIN": str(stage)}
+    if t.goarch:  # go install refuses GOBIN for a cross build: it lands in GOPATH/bin/linux_<arch>
+        env = {**GO_ENV, "GOARCH": t.goarch, "GOPATH": str(stage / "gopath"),
+               "GOMODCACHE": _go_env("GOMODCACHE"), "GOCACHE": _go_env("GOCACHE")}
+    code, out = _run(cmd, cwd=stage, env=env, log=log, name=t.name, step=f"{m.describe()} (download and build{', ' + t.goarch if t.goarch else ''})")
     if code != 0:
         shutil.rmtree(stage, ignore_errors=True)
         return False, f"{m.describe()} failed: {_refusal(out)}"
-    built = stage / Path(m.package).name
+    built = stage / "gopath" / "bin" / f"linux_{t.goarch}" / Path(m.package).name if t.goarch else stage / Path(m.package).name
     bindir.mkdir(parents=True, exist_ok=True)
     target = bindir / t.binary
     built.replace(target)
     shutil.rmtree(stage, ignore_errors=True)
     return True, str(target)
+
+
+def _go_env(var: str) -> str:
+    out = subprocess.run(["go", "env", var], capture_output=True, text=True, timeout=30)
+    return out.stdout.strip()
 
 
 def _go_wrapper(t: Tool, m: GoWrapper, log: Path) -> tuple[bool, str]:
@@ -296,14 +315,22 @@ def _npm(t: Tool, m: Npm, log: Path) -> tuple[bool, str]:
     return True, str(target)
 
 
-def install(name: str, *, force: bool = False) -> Resolved:
-    """Obtain a component if it is not already available (a second call builds nothing)."""
-    t = TOOLS[name]
+def _variant(name: str, arch: str | None) -> Tool:
+    from labgate.toolchain.specs import tool, variant
+
+    t = tool(name)
+    return variant(t.name, version=t.version, arch=arch) if arch else t
+
+
+def install(name: str, *, force: bool = False, arch: str | None = None) -> Resolved:
+    """Obtain a component (``name``, ``name@version``; ``arch`` for a cross build) if it is not
+    already available (a second call builds nothing)."""
+    t = _variant(name, arch)
     env = _env_override(t)
     if env is not None:
         return env  # an explicit variable is used as it is, or reported; never rebuilt around
     if not force:
-        found = resolve(name)
+        found = resolve(name, arch=arch)
         if found.available or t.prebuilt_only:
             return found
         refused = _failure_record(t)

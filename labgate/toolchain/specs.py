@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,39 @@ class Tool:
     # set for components no registry here serves at all
     prebuilt_only: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # other programs of the same build, expected next to ``binary`` (also when the variable names it)
+    siblings: tuple[str, ...] = ()
+    # a cross-compiled build for another architecture (GOARCH); "" is the host's
+    goarch: str = ""
 
 
 CONFORMANCE_VERSION = "v0.0.0-20260831232431-97274622c111"
+KUBE_VERSION = "v1.36.3"
+KIND_VERSION = "v0.33.0"
+
+
+def kube_ldflags(version: str) -> str:
+    """The version ldflags of a Kubernetes build (what `kubectl version`, /version and kubeadm read)."""
+    major, minor = version.lstrip("v").split(".")[:2]
+    return " ".join(
+        f"-X {pkg}.{k}={v}"
+        for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for k, v in (("gitVersion", version), ("gitMajor", major), ("gitMinor", minor), ("gitTreeState", "clean"))
+    )
+
+
+def staging(version: str) -> str:
+    """The staging modules' version of a Kubernetes release: v1.36.3 -> v0.36.3."""
+    return "v0." + version.lstrip("v").split(".", 1)[1]
+
+
+def helm_ldflags(version: str, kube: str = KUBE_VERSION) -> str:
+    """helm's own version and the Kubernetes version it assumes (without them helm says v3.22 and
+    Kubernetes v1.20, and charts with a kubeVersion constraint refuse to render)."""
+    major, minor = kube.lstrip("v").split(".")[:2]
+    mod = "helm.sh/helm/v" + version.lstrip("v").split(".")[0]
+    return " ".join([f"-X {mod}/internal/version.version={version}"]
+                    + [f"-X {mod}/pkg/{p}.k8sVersion{k}={v}" for p in ("chartutil", "lint/rules") for k, v in (("Major", major), ("Minor", minor))])
 
 TOOLS: dict[str, Tool] = {
     t.name: t
@@ -162,12 +192,8 @@ TOOLS: dict[str, Tool] = {
                     "k8s.io/kubernetes",
                     "v1.36.3",
                     packages=("k8s.io/kubernetes/cmd/kube-apiserver",),
-                    staging_version="v0.36.3",
-                    ldflags=" ".join(
-                        f"-X {pkg}.{k}={v}"
-                        for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
-                        for k, v in (("gitVersion", "v1.36.3"), ("gitMajor", "1"), ("gitMinor", "36"), ("gitTreeState", "clean"))
-                    ),
+                    staging_version=staging(KUBE_VERSION),
+                    ldflags=kube_ldflags(KUBE_VERSION),
                 ),
             ),
             unavailable="set KUBE_APISERVER_BIN",
@@ -190,6 +216,138 @@ TOOLS: dict[str, Tool] = {
             ),
             version_args=(),
             unavailable="set KYVERNO_BIN (and KYVERNO_CRDS to its config/crds directory)",
+        ),
+        Tool(
+            name="kube-node",
+            version=KUBE_VERSION,
+            binary="kubeadm",
+            env="KUBEADM_BIN",
+            siblings=("kubelet", "kubectl", "kube-controller-manager", "kube-scheduler", "kube-proxy"),
+            purpose="a kind node's Kubernetes: kubelet, kubeadm, kubectl, controller-manager, scheduler, proxy",
+            methods=(
+                GoWrapper(
+                    "k8s.io/kubernetes",
+                    KUBE_VERSION,
+                    packages=tuple(f"k8s.io/kubernetes/cmd/{c}" for c in (
+                        "kubeadm", "kubelet", "kubectl", "kube-controller-manager", "kube-scheduler", "kube-proxy")),
+                    staging_version=staging(KUBE_VERSION),
+                    ldflags=kube_ldflags(KUBE_VERSION),
+                ),
+            ),
+            version_args=("version", "-o", "short"),
+            unavailable="set KUBEADM_BIN to a kubeadm next to kubelet, kubectl, kube-controller-manager, kube-scheduler and kube-proxy",
+        ),
+        Tool(
+            name="etcd-node",
+            version="v3.6.8",
+            binary="etcd",
+            env="ETCD_NODE_BIN",
+            purpose="the etcd a kind node runs, at the tag `kubeadm config images list` gives (3.6.8-0 for Kubernetes v1.36.3)",
+            methods=(GoWrapper("go.etcd.io/etcd/server/v3", "v3.6.8", packages=("go.etcd.io/etcd/server/v3",)),),
+            unavailable="set ETCD_NODE_BIN",
+        ),
+        Tool(
+            name="coredns",
+            version="v1.14.2",
+            binary="coredns",
+            env="COREDNS_BIN",
+            purpose="a kind node's cluster DNS, at the tag `kubeadm config images list` gives",
+            methods=(GoInstall("github.com/coredns/coredns", "v1.14.2"),),
+            version_args=("-version",),
+            unavailable="set COREDNS_BIN",
+        ),
+        Tool(
+            name="kind",
+            version=KIND_VERSION,
+            binary="kind",
+            env="KIND_BIN",
+            purpose="Kubernetes in Docker: the kind provider's clusters",
+            path_names=("kind",),
+            methods=(GoInstall("sigs.k8s.io/kind", KIND_VERSION),),
+            version_args=("version",),
+            unavailable="set KIND_BIN",
+        ),
+        Tool(
+            name="helm",
+            version="v3.22.0",
+            binary="helm",
+            env="HELM_BIN",
+            purpose="installs Kyverno's chart and labgate's own chart on kind",
+            path_names=("helm",),
+            methods=(GoInstall("helm.sh/helm/v3/cmd/helm", "v3.22.0", ldflags=helm_ldflags("v3.22.0")),),
+            version_args=("version", "--short"),
+            unavailable="set HELM_BIN",
+        ),
+        Tool(
+            name="kyverno-images",
+            version="v1.19.0",
+            binary="kyverno",
+            env="KYVERNO_IMAGES_BIN",
+            siblings=("kyverno-init", "background-controller", "cleanup-controller", "reports-controller"),
+            purpose="Kyverno's in-cluster controllers (admission and its init container, background, cleanup, reports) for its chart",
+            methods=(
+                GoWrapper(
+                    "github.com/kyverno/kyverno",
+                    "v1.19.0",
+                    packages=tuple(f"github.com/kyverno/kyverno/cmd/{c}" for c in (
+                        "kyverno", "kyverno-init", "background-controller", "cleanup-controller", "reports-controller")),
+                    replaces=("k8s.io/pod-security-admission=github.com/kyverno/pod-security-admission@v0.0.0-20251031094455-46f20778634f",),
+                    ldflags="-X github.com/kyverno/kyverno/pkg/version.BuildVersion=v1.19.0",
+                ),
+            ),
+            version_args=(),
+            unavailable="set KYVERNO_IMAGES_BIN to a kyverno next to kyverno-init, background-controller, cleanup-controller and reports-controller",
+        ),
+        Tool(
+            name="dockerd",
+            version="20.10",
+            binary="dockerd",
+            env="DOCKERD_BIN",
+            purpose="Debian's Docker engine, started by the kind provider when no Docker daemon answers",
+            methods=(Apt("docker.io", "/usr/sbin/dockerd", "20.10"),),
+            version_args=("--version",),
+            unavailable="install Docker, or allow apt-get install docker.io",
+        ),
+        Tool(
+            name="debootstrap",
+            version="1.0",
+            binary="debootstrap",
+            env="DEBOOTSTRAP_BIN",
+            purpose="the Debian root file system of the kind node image built here",
+            methods=(Apt("debootstrap", "/usr/sbin/debootstrap", "1.0"),),
+            version_args=("--version",),
+            unavailable="allow apt-get install debootstrap",
+        ),
+        Tool(
+            name="busybox",
+            version="1.35",
+            binary="busybox",
+            env="BUSYBOX_BIN",
+            purpose="a static shell for the kind node's kube-proxy image",
+            methods=(Apt("busybox-static", "/bin/busybox", "1:1.35"),),
+            version_args=(),
+            unavailable="allow apt-get install busybox-static",
+        ),
+        Tool(
+            name="jq",
+            version="1.6",
+            binary="jq",
+            env="JQ_BIN",
+            purpose="the OCI runtime wrapper that drops CAP_SYS_RESOURCE (the host's and the node's)",
+            path_names=("jq",),
+            methods=(Apt("jq", "/usr/bin/jq", "1.6"),),
+            unavailable="allow apt-get install jq",
+        ),
+        Tool(
+            name="qemu-user-static",
+            version="7.2",
+            binary="qemu-aarch64-static",
+            env="QEMU_AARCH64_BIN",
+            purpose="runs arm64 builds of the components on this amd64 host (binfmt_misc)",
+            path_names=("qemu-aarch64-static",),
+            methods=(Apt("qemu-user-static", "/usr/bin/qemu-aarch64-static", "1:7.2"),),
+            version_args=("--version",),
+            unavailable="allow apt-get install qemu-user-static",
         ),
         Tool(
             name="pocket-id",
@@ -226,9 +384,43 @@ TOOLS: dict[str, Tool] = {
 
 
 def tool(name: str) -> Tool:
-    try:
-        return TOOLS[name]
-    except KeyError:
+    """A component by name, or ``name@version`` for another version than the pinned one."""
+    base, _, version = name.partition("@")
+    if base not in TOOLS:
         from labgate.errors import UsageError
 
-        raise UsageError(f"unknown component {name!r}", fix=f"choose one of: {', '.join(TOOLS)}") from None
+        raise UsageError(f"unknown component {base!r}", fix=f"choose one of: {', '.join(TOOLS)}")
+    return variant(base, version=version or None)
+
+
+KUBE_FAMILY = {"kube-apiserver", "kube-node"}
+
+
+def variant(name: str, *, version: str | None = None, arch: str | None = None) -> Tool:
+    """The component at ``version`` and for ``arch`` (GOARCH): the same recipe, another module
+    version (and the version ldflags that go with it), or a cross-compiled build. Each variant has
+    its own cache directory; an unserved version fails with the registry's own refusal."""
+    from labgate.stack import host_arch
+
+    t = TOOLS[name]
+    if version and version != t.version:
+        old = t.version
+        methods = []
+        for m in t.methods:
+            if isinstance(m, (GoInstall, GoWrapper)) and m.version == old:
+                changes: dict = {"version": version, "ldflags": m.ldflags.replace(old, version)}
+                if name in KUBE_FAMILY:
+                    changes["ldflags"] = kube_ldflags(version)
+                    changes["staging_version"] = staging(version)
+                if name == "helm":
+                    changes["ldflags"] = helm_ldflags(version)
+                methods.append(replace(m, **changes))
+            elif isinstance(m, (GoInstall, GoWrapper)):
+                methods.append(m)  # a pseudo-version of its own (pocket-id): not derivable
+        t = replace(t, version=version, methods=tuple(methods), path_names=(),
+                    env=f"{t.env}_{version.lstrip('v').replace('.', '_')}")
+    if arch and arch != host_arch():
+        t = replace(t, goarch=arch, env=f"{t.env}_{arch.upper()}", path_names=(),
+                    methods=tuple(m for m in t.methods if isinstance(m, (GoInstall, GoWrapper))),
+                    unavailable=f"set {t.env}_{arch.upper()} to a linux/{arch} build, or allow the Go module proxy")
+    return t

@@ -37,6 +37,8 @@ def build_wrapper(t: Tool, m: GoWrapper, tool_dir: Path, log: Path, run: Callabl
         shutil.rmtree(wrap)
     wrap.mkdir(parents=True)
     env = dict(GO_ENV)
+    if t.goarch:
+        env["GOARCH"] = t.goarch
 
     def go(step: str, *args: str) -> tuple[int, str]:
         return run(["go", *args], cwd=wrap, env=env, log=log, name=t.name, step=step)

@@ -328,6 +328,8 @@ def test_revoked_robot_stops_working_at_once(stack: Stack, scenario, attach_log,
     from labgate.process import wait_until
 
     creds = abilities.need(stack, abilities.CREDENTIALS)
+    if how not in creds.revoke_modes():
+        pytest.skip(f"the {stack.provider} provider changes the htpasswd file only by {' or '.join(sorted(creds.revoke_modes()))}, not {how}")
     life = abilities.need(stack, abilities.LIFECYCLE) if how == "replace" else None
     robot = next(r.name for r in scenario.identities.robots if "vault" in r.groups or "readers" in r.groups)
     client = OciClient(stack.registry_url, (robot, stack.password(robot)))

@@ -39,10 +39,14 @@ class Published:
 
 
 @pytest.fixture(scope="session")
-def adm(stack: Stack) -> Admission:
+def adm(stack: Stack, scenario) -> Admission:
+    """On a cluster with nodes, pods pull through the read-only robot's pull secret and must run."""
     if not stack.kubeconfig:
         pytest.skip("the stack has no Kubernetes API (fix: add components.kubernetes and components.admission to the scenario)")
-    return Admission(stack.kubeconfig, stack.kube_context, dry_run=stack.read_only)
+    nodes = stack.has("cluster.nodes")
+    reader = (scenario.components.admission.pull_robot if scenario.components.admission else None) or "readonly-robot"
+    pull = (stack.image_host, reader, stack.password(reader)) if nodes and reader in stack.credentials else None
+    return Admission(stack.kubeconfig, stack.kube_context, dry_run=stack.read_only, pull_secret=pull, run_pods=nodes)
 
 
 @pytest.fixture(scope="session")
@@ -91,6 +95,30 @@ def publish(ci: OciClient, stack: Stack, area: str):
 
 
 @pytest.fixture
+def publish_index(ci: OciClient, stack: Stack, area: str):
+    """A multi-platform image: an index over an amd64 and an arm64 image (each runnable on its
+    platform), pushed as the CI robot; ``sign`` chooses what is signed: the index digest or one
+    platform's manifest."""
+
+    def _publish(name: str, *, tag: str = "v1", key: signing.KeyPair | None = None, sign: str = "index") -> dict:
+        repo = f"{area}/{name}"
+        nonce = uuid.uuid4().hex
+        platforms = {}
+        for arch in ("amd64", "arm64"):
+            built = images.build_image(f"{repo}:{arch}:{nonce}", architecture=arch)
+            platforms[arch] = images.push_image(ci, repo, None, built)
+            platforms[arch + ":descriptor"] = {**built.descriptor, "platform": {"architecture": arch, "os": "linux"}}
+        index = ci.push_index(repo, tag, [platforms["amd64:descriptor"], platforms["arm64:descriptor"]])
+        if key is not None:
+            target = index.digest if sign == "index" else platforms[sign]
+            signing.sign_legacy(ci, repo, target, key)
+        return {"repo": repo, "ref": f"{stack.image_host}/{repo}", "digest": index.digest,
+                "by_digest": f"{stack.image_host}/{repo}@{index.digest}", "platforms": {a: platforms[a] for a in ("amd64", "arm64")}}
+
+    return _publish
+
+
+@pytest.fixture
 def policy(adm: Admission, stack: Stack, scenario, area: str, request: pytest.FixtureRequest):
     """Apply a ClusterPolicy for this test's repositories, rendered from the scenario's signing
     policy with the test's own variations; it is deleted afterwards."""
@@ -134,10 +162,14 @@ def denied_with(outcome: Outcome, *needles: str) -> None:
     assert not outcome.admitted, f"{outcome.kind} {outcome.image} was admitted; expected a denial"
     for needle in needles:
         assert needle in outcome.message, f"denial message lacks {needle!r}: {outcome.message}"
+    if outcome.phase:
+        assert outcome.phase == "absent", f"the denied {outcome.kind} MUST NOT exist: {outcome.phase}"
 
 
 def admitted(outcome: Outcome) -> None:
     assert outcome.admitted, f"{outcome.kind} {outcome.image} was denied: {outcome.message}"
+    if outcome.phase:
+        assert outcome.phase == "Running", f"the admitted {outcome.kind} {outcome.image} MUST reach Running (pulled with the read-only robot's pull secret): {outcome.phase}"
 
 
 __all__ = ["Published", "denied_with", "admitted", "redact"]

@@ -211,3 +211,23 @@ def test_a14_repointed_tag_is_denied(adm, ns, keys, publish, policy, record):
     assert moved.digest != signed.digest
     out = record("A14", adm.try_pod(ns, moved.by_tag), "denied")
     denied_with(out, "no signatures found")
+
+
+@pytest.mark.case("A15")
+@pytest.mark.spec(f"{KV}: a multi-platform image index signed at its index digest is admitted (and runs on the node's platform)")
+def test_a15_multi_platform_index_signed_at_the_index_is_admitted(adm, ns, keys, publish_index, policy, record):
+    policy([keys["K1"]])
+    img = publish_index("multi", key=keys["K1"], sign="index")
+    admitted(record("A15", adm.try_pod(ns, img["by_digest"]), "admitted"))
+
+
+@pytest.mark.case("A16")
+@pytest.mark.spec(f"{KV}: Kyverno verifies the digest the pod names: a signature on one platform's manifest does not sign the index")
+def test_a16_signature_on_one_platform_only_is_denied(adm, ns, keys, publish_index, policy, record):
+    """Kyverno's verifyImages checks the signature of the image reference as written (here the
+    index digest), not of the platform manifest a node would pull; cosign signs an index at its
+    digest (``cosign sign --recursive`` also signs each platform). A signature on the arm64
+    manifest alone therefore signs nothing the pod names."""
+    policy([keys["K1"]])
+    img = publish_index("multi", key=keys["K1"], sign="arm64")
+    denied_with(record("A16", adm.try_pod(ns, img["by_digest"]), "denied"), "no signatures found")

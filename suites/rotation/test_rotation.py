@@ -41,7 +41,7 @@ def enforce_time(adm, ns, image: str, want_admitted: bool, started: float, timeo
     last: dict[str, object] = {}
 
     def decided() -> bool:
-        out = adm.try_pod(ns, image)
+        out = adm.try_pod(ns, image, run=False)  # the decision only: the probes need not start
         last["out"] = out
         if want_admitted:
             return out.admitted
