@@ -61,8 +61,9 @@ def peer_conformance(session: nox.Session) -> None:
 
 @nox.session
 def benchmarks(session: nox.Session) -> None:
-    """Measure warm stack-up time per component and suite times; writes reports/benchmarks.json."""
+    """The speed figures (floor, stack-up, teardown, e2e, OCI vs the official program, kind vs bare kind), medians of 3+ rounds."""
     _install(session)
+    session.run("labgate", "tools", "install", "oci-conformance")
     session.run("python", "-m", "labgate.bench", "--scenario", SCENARIO, *session.posargs, **STOP)
 
 

@@ -4,8 +4,8 @@ On kind the issuer is ``http://pocket-id.labgate:1411``: zot (in a pod) resolves
 the cluster's DNS; the harness, outside, reaches the same URL through kind's port mapping on
 127.0.0.1. Like ``curl --resolve``, only the connection's address changes: the URL, the Host
 header, TLS names and cookies stay those of the name, so one issuer URL is right for both, and
-every token names it. The mapping is process-wide (urllib3's connection factory) and set from the
-stack (``Stack.host_aliases``), in every process of a run.
+every token names it. The mapping is process-wide (name resolution) and set from the stack
+(``Stack.host_aliases``), in every process of a run.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ def _split(hostport: str) -> tuple[str, int]:
 
 
 def install(aliases: dict[str, str]) -> None:
-    """``{"pocket-id.labgate:1411": "127.0.0.1:40123"}``: connections to the left go to the right."""
+    """``{"pocket-id.labgate:1411": "127.0.0.1:40123"}``: connections to the left go to the right.
+
+    Done in name resolution (``socket.getaddrinfo``), so every client of the process follows it:
+    requests, urllib (PyJWT's key fetch), the Kubernetes client."""
     if not aliases:
         return
     with _lock:
@@ -37,13 +40,17 @@ def install(aliases: dict[str, str]) -> None:
         if _installed["done"]:
             return
         _installed["done"] = True
-    import urllib3.util.connection as conn
+    import socket
 
-    original = conn.create_connection
+    original = socket.getaddrinfo
 
-    def create_connection(address, *args, **kwargs):
-        host, port = address
-        target = _aliases.get((host, int(port)))
-        return original(target if target else address, *args, **kwargs)
+    def getaddrinfo(host, port, *args, **kwargs):
+        try:
+            target = _aliases.get((host, int(port))) if host and port is not None else None
+        except (TypeError, ValueError):
+            target = None
+        if target is None:
+            return original(host, port, *args, **kwargs)
+        return original(target[0], target[1], *args, **kwargs)
 
-    conn.create_connection = create_connection  # urllib3 looks it up on that module at each connect
+    socket.getaddrinfo = getaddrinfo

@@ -278,6 +278,7 @@ class Scenario(_Strict):
     options: SuiteOptions = SuiteOptions()
     existing: Existing | None = None
     kind: KindSettings | None = None
+    budgets: dict[str, float] = Field(default={}, description="phase -> seconds (stack-up, teardown, suite:oci, ...): over budget warns, naming the phase")
 
     # where the file came from; not part of the YAML
     source: str = Field(default="<memory>", exclude=True)

@@ -150,25 +150,38 @@ class Admission:
     # ------------------------------------------------------------------------------------------
     def try_pod(self, ns: str, image: str, name: str | None = None, run: bool | None = None) -> Outcome:
         """Create a pod; on a cluster with nodes (``run``, default ``run_pods``) follow it: an
-        admitted pod to Running, a denied one to its absence."""
+        admitted pod to Running (then it goes: a node holds a limited number of pods), a denied
+        one to its absence. ``run=False`` asks for the decision only: a server-side dry run, which
+        admission judges as it would the pod and which stores nothing."""
         from kubernetes.client.rest import ApiException
 
         name = name or f"pod-{uuid.uuid4().hex[:8]}"
         follow = self.run_pods if run is None else run
+        dry = self.dry_run or (self.run_pods and run is False)
         body = self.kc.V1Pod(metadata=self.kc.V1ObjectMeta(name=name), spec=self._pod_spec(image))
         t0 = time.monotonic()
         try:
-            pod = self.core.create_namespaced_pod(ns, body, **({"dry_run": "All"} if self.dry_run else {}))
+            pod = self.core.create_namespaced_pod(ns, body, **({"dry_run": "All"} if dry else {}))
         except ApiException as exc:
             out = Outcome("Pod", name, image, False, normalize(_api_message(exc)), seconds=time.monotonic() - t0)
-            if follow and not self.dry_run:
+            if follow and not dry:
                 out.phase = "absent" if not self.exists(ns, name) else "exists after its denial"
             return out
         out = Outcome("Pod", name, image, True, stored_image=pod.spec.containers[0].image,
                       annotations=dict(pod.metadata.annotations or {}), seconds=time.monotonic() - t0)
-        if follow and not self.dry_run:
+        if follow and not dry:
             out.phase = self.wait_running(ns, name)
+            self.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
         return out
+
+    def drop_namespace(self, ns: str) -> None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.core.delete_namespace(ns)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def try_deployment(self, ns: str, image: str, name: str | None = None) -> Outcome:
         from kubernetes.client.rest import ApiException

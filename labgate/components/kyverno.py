@@ -161,8 +161,17 @@ def render_cluster_policy(
     use_cache: bool = False,
     kinds: tuple[str, ...] = ("Pod",),
     timeout_seconds: int = 15,
+    allow_insecure_registry: bool = True,
+    repository: str | None = None,
 ) -> dict[str, Any]:
-    """A kyverno.io/v1 ClusterPolicy verifying cosign key signatures (no transparency log)."""
+    """A kyverno.io/v1 ClusterPolicy verifying cosign key signatures (no transparency log).
+
+    ``allow_insecure_registry`` renders ``imageRegistryCredentials.allowInsecureRegistry``: Kyverno
+    v1.19 verifies a pod that carries imagePullSecrets with a registry client of its own, made
+    without the global --allowInsecureRegistry (pkg/engine/factories/registryclientfactory.go), so a
+    plain-http registry needs it in the policy, with the pull secret (that client reads no
+    --imagePullSecrets). ``repository``: where the signatures are stored
+    when not next to the image (cosign's COSIGN_REPOSITORY)."""
     public_keys, use_cache = _mutated(name, list(public_keys), use_cache)
     entries = [
         {"keys": {"publicKeys": pem.strip(), "signatureAlgorithm": "sha256",
@@ -180,6 +189,11 @@ def render_cluster_policy(
         "useCache": use_cache,
         "attestors": [attestor],
     }
+    if allow_insecure_registry:
+        # that client reads no --imagePullSecrets either: name the read-only robot's secret here
+        verify["imageRegistryCredentials"] = {"allowInsecureRegistry": True, "secrets": [PULL_SECRET]}
+    if repository:
+        verify["repository"] = repository
     if failure_action is not None:
         verify["failureAction"] = failure_action
     if mutate_digest is not None:

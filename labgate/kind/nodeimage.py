@@ -213,6 +213,10 @@ def kube_proxy_image(engine: Engine, ref: str, binary: str, root: Path, busybox:
 
 def _assemble(r: Path, files: Path, bins: dict[str, str], kube_version: str) -> None:
     """The node's root file system in ``r`` (a copy of the Debian root)."""
+    for top in ("bin", "sbin", "lib", "lib64"):  # merged /usr: relative links, or a write below would land on this host
+        link = r / top
+        if link.is_symlink() and os.readlink(link).startswith("/"):
+            raise StackError(f"kind node image: {link} links to an absolute path ({os.readlink(link)}); refusing to write through it")
     def put(src: Path, dest: str, mode: int) -> None:
         target = r / dest.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -177,10 +177,11 @@ class KindProvider:
                       detached=self.detached, cluster=name)
         self.stack = stack
         stack.timings["toolchain"] = toolchain_seconds
+        if pid_tool is not None and not pid_tool.available:
+            stack.skipped_components["pocket-id"] = pid_tool.reason
         robot_credentials(stack, sc)
         self._save()
         _register_run(stack)
-        self.teardown.add("logs", lambda: self._copy_logs())
 
         t0 = time.monotonic()
         eng = engines.ensure(_say)
@@ -206,6 +207,7 @@ class KindProvider:
         kubeconfig = run_dir / "kubeconfig"
         stack.kubeconfig = str(kubeconfig)
         self.teardown.add("cluster", lambda: self._delete_cluster(kind_tool.path, name))
+        self.teardown.add("logs", self._copy_logs)  # runs before the cluster goes
         self._create_cluster(kind_tool.path, name, node, self._cluster_config(registry_port, issuer_port, certs_d), kubeconfig)
         self._wait_cluster(name)
         stack.capabilities = ["kubernetes", "cluster.write", "cluster.nodes"]
@@ -377,7 +379,8 @@ class KindProvider:
             "registry": {"enabled": False},
             "pocketId": {"enabled": True, "image": {"repository": repo, "tag": tag, "pullPolicy": "IfNotPresent"}, "appUrl": issuer,
                          "encryptionKey": key, "env": settings,
-                         "service": {"type": "NodePort", "port": ISSUER_PORT, "nodePort": ISSUER_NODE_PORT}},
+                         "service": {"type": "NodePort", "port": ISSUER_PORT, "nodePort": ISSUER_NODE_PORT},
+                         "persistence": {"hostPath": "/var/lib/labgate/pocket-id"}},
         })
         wait_until(lambda: requests.get(issuer + "/healthz", timeout=2).status_code in (200, 204), timeout=120,
                    what=f"Pocket ID at {issuer} (127.0.0.1:{host_port})", interval=0.5)
@@ -435,6 +438,7 @@ class KindProvider:
         self._helm(helm, "labgate-registry", charts.LABGATE_CHART, NAMESPACE, {
             "registry": {"enabled": True, "kind": kind, "image": {"repository": repo, "tag": tag, "pullPolicy": "IfNotPresent"},
                          "service": {"type": "NodePort", "port": REGISTRY_PORT, "nodePort": REGISTRY_NODE_PORT, "clusterIP": REGISTRY_CLUSTER_IP},
+                         "persistence": {"hostPath": "/var/lib/labgate/registry"},  # the content outlives a restart
                          "configFiles": config, "secretFiles": secret_files},
             "pocketId": {"enabled": False},
         })
@@ -592,7 +596,18 @@ class KindHandle(Handle):
 
     def start(self, component: str, timeout: float = 180.0) -> None:
         self._scale(component, 1, timeout)
+        self._answers(component, timeout)
         self._mark(component, "")
+
+    def _answers(self, component: str, timeout: float) -> None:
+        """Available is not enough: the harness reaches the component through kind's port mapping,
+        which answers once kube-proxy routes the NodePort to the new pod."""
+        url = {"registry": (self.stack.registry_url + "/v2/", (200, 401)),
+               "identity": (self.stack.issuer_url + "/healthz", (200, 204))}.get(component)
+        if url is None or not url[0].startswith("http"):
+            return
+        wait_until(lambda: requests.get(url[0], timeout=2).status_code in url[1], timeout=timeout,
+                   what=f"{component} answering again at {url[0]}", interval=0.3)
 
     @contextlib.contextmanager
     def supervised(self, component: str, why: str) -> Iterator[list[float]]:

@@ -143,13 +143,34 @@ def component_steps(td: Teardown, stack: Stack, name: str, proc: Managed | None 
     td.add(f"stop-{name}", stop)
 
 
+CONTROL_PLANE = ("etcd", "kube-apiserver")
+
+
+def stop_apps_step(td: Teardown, stack: Stack, procs: dict[str, Managed] | None = None) -> None:
+    """Register, to run first, one step that stops every component but the control plane at the
+    same time (they do not depend on each other's shutdown); the per-component steps that follow
+    find them stopped, and the control plane still answers for Kyverno's webhooks."""
+    def stop_all() -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        comps = [c for c in _current(stack).components if c.name not in CONTROL_PLANE]
+        with ThreadPoolExecutor(max_workers=max(1, len(comps))) as pool:
+            list(pool.map(lambda c: _stop_component(c, (procs or {}).get(c.name)), comps))
+
+    td.add("stop-components", stop_all)
+
+
 # ----------------------------------------------------------------------------------------------
 
 
 class LocalProvider:
     name = "local"
 
-    def __init__(self, scenario: Scenario, *, run_id: str, report_dir: str, detached: bool = False, keep: bool = False):
+    def __init__(self, scenario: Scenario, *, run_id: str, report_dir: str, detached: bool = False, keep: bool = False,
+                 sequential: bool = False):
+        """``sequential``: one component at a time, nothing in parallel (the benchmark's floor: each
+        component's own time to healthy, started alone)."""
+        self.sequential = sequential
         self.scenario = scenario
         self.run_id = run_id
         self.report_dir = Path(report_dir)
@@ -212,7 +233,7 @@ class LocalProvider:
         _register_run(stack)
 
         t0 = time.monotonic()
-        if kube_tools:
+        if kube_tools and not self.sequential:
             # the cluster side does not wait for the registry side: it needs only the registry's address
             self._side = _Side(lambda: self._cluster_side(stack, kube_tools))
         if sc.components.identity is not None:
@@ -220,7 +241,10 @@ class LocalProvider:
         self._start_registry(stack, kind, reg_tool, registry_port)
         if self._side is not None:
             self._side.result()
+        elif kube_tools:
+            self._cluster_side(stack, kube_tools)
         stack.timings["stack-up"] = round(time.monotonic() - t0, 3)
+        stop_apps_step(self.teardown, stack, self.procs)
         self._save()
         checkpoint.reached("stack-ready", state=stack.state_file, pids=[m.pid for m in self.procs.values()], ports=self.ports())
         return stack
@@ -725,6 +749,7 @@ class LocalHandle(Handle):
         td.add("logs", lambda: _copy_logs(_current(st).components, st.report_dir))
         for c in st.components:
             component_steps(td, st, c.name)
+        stop_apps_step(td, st)
         done = td.run()
         _write_teardown_record(st.report_dir, done)
         _unregister_run(st.run_id)

@@ -175,10 +175,22 @@ class RunRecorder:
         return "passed" if self.exitstatus == 0 else "failed"
 
     # ------------------------------------------------------------------------------------------
+    def over_budget(self) -> list[str]:
+        """Phases that took longer than the scenario's budget for them (a warning each)."""
+        out = []
+        for phase, budget in (self.scenario.budgets or {}).items():
+            took = self.phases.get(phase)
+            if took is not None and took > budget:
+                out.append(f"warn: phase {phase} took {took:.1f}s, over its budget of {budget:g}s (scenario budgets)")
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         stack = self.stack.public_dict() if self.stack is not None else None
         for name, secs in self.suites().items():
             self.phases[f"suite:{name}"] = secs["wall"]
+        for line in self.over_budget():
+            if line not in self.notes:
+                self.notes.append(line)
         return {
             "run_id": self.run_id,
             "scenario": {"name": self.scenario.name, "file": self.scenario.source, "suites": list(self.scenario.suites)},
@@ -191,6 +203,7 @@ class RunRecorder:
             "events": self.events,
             "stack": stack,
             "phases": self.phases,
+            "budgets": dict(self.scenario.budgets or {}),
             "suites": self.suites(),
             "tests": [t.__dict__ for t in sorted(self.tests.values(), key=lambda t: t.nodeid)],
         }

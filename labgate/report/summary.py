@@ -114,9 +114,14 @@ def render(d: dict[str, Any]) -> str:
 
     # timings
     phases = d.get("phases") or {}
+    budgets = d.get("budgets") or {}
     top = max([float(v) for v in phases.values()] + [0.001])
-    rows = [[escape(k), _secs(v), f'<span class="bar" style="width:{max(2, int(300 * float(v) / top))}px"></span>'] for k, v in phases.items()]
-    parts.append("<section><h2>Timings per phase</h2>" + _table(["phase", "time", ""], rows, (1,)) + "</section>")
+    rows = []
+    for k, v in phases.items():
+        b = budgets.get(k)
+        judged = "" if b is None else (_b("warn") + f" over {_secs(b)}" if float(v) > float(b) else f'<span class="muted">within {_secs(b)}</span>')
+        rows.append([escape(k), _secs(v), judged, f'<span class="bar" style="width:{max(2, int(300 * float(v) / top))}px"></span>'])
+    parts.append("<section><h2>Timings per phase</h2>" + _table(["phase", "time", "budget", ""], rows, (1,)) + "</section>")
 
     # peer cross-check
     peer = d.get("peer")

@@ -25,9 +25,10 @@ CI_ROBOT = "ci-robot"
 @dataclass
 class Published:
     repo: str  # path inside the registry, e.g. zeroclaw/a1-1234abcd
-    ref: str  # host/path, no tag or digest
+    ref: str  # host/path as a pod's image reference names it, no tag or digest
     tag: str
     digest: str
+    harness_host: str = ""  # the registry as this process reaches it (the cosign CLI runs here)
 
     @property
     def by_tag(self) -> str:
@@ -36,6 +37,11 @@ class Published:
     @property
     def by_digest(self) -> str:
         return f"{self.ref}@{self.digest}"
+
+    @property
+    def for_cosign(self) -> str:
+        """The digest reference as the cosign CLI, run by the harness, reaches it."""
+        return f"{self.harness_host}/{self.repo}@{self.digest}"
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +73,11 @@ def ci(stack: Stack, attach_log) -> OciClient:
 
 
 @pytest.fixture
-def ns(adm: Admission) -> str:
-    return adm.namespace()
+def ns(adm: Admission):
+    name = adm.namespace()
+    yield name
+    if not adm.dry_run:
+        adm.drop_namespace(name)  # its pods go with it
 
 
 @pytest.fixture
@@ -88,8 +97,11 @@ def publish(ci: OciClient, stack: Stack, area: str):
         built = images.build_image(seed or f"{repo}:{tag}:{uuid.uuid4().hex}")
         digest = images.push_image(ci, repo, tag, built)
         for key in sign_with:
-            (signing.sign_bundle if fmt == "bundle" else signing.sign_legacy)(ci, repo, digest, key)
-        return Published(repo, f"{stack.registry_host}/{repo}", tag, digest)
+            if fmt == "bundle":
+                signing.sign_bundle(ci, repo, digest, key)
+            else:  # the signed reference as pods name it, as cosign writes it
+                signing.sign_legacy(ci, repo, digest, key, identity=f"{stack.image_host}/{repo}")
+        return Published(repo, f"{stack.image_host}/{repo}", tag, digest, stack.registry_host)
 
     return _publish
 
@@ -111,7 +123,7 @@ def publish_index(ci: OciClient, stack: Stack, area: str):
         index = ci.push_index(repo, tag, [platforms["amd64:descriptor"], platforms["arm64:descriptor"]])
         if key is not None:
             target = index.digest if sign == "index" else platforms[sign]
-            signing.sign_legacy(ci, repo, target, key)
+            signing.sign_legacy(ci, repo, target, key, identity=f"{stack.image_host}/{repo}")
         return {"repo": repo, "ref": f"{stack.image_host}/{repo}", "digest": index.digest,
                 "by_digest": f"{stack.image_host}/{repo}@{index.digest}", "platforms": {a: platforms[a] for a in ("amd64", "arm64")}}
 
@@ -133,7 +145,7 @@ def policy(adm: Admission, stack: Stack, scenario, area: str, request: pytest.Fi
         pname = name or f"lg-{area.split('/')[-1]}"
         body = kv.render_cluster_policy(
             name=pname,
-            image_references=references or [f"{stack.registry_host}/{area}/*"],
+            image_references=references or [f"{stack.image_host}/{area}/*"],
             public_keys=[k.public_pem().decode() for k in public_keys],
             **{**defaults, **kw},
         )

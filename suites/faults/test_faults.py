@@ -30,10 +30,15 @@ pytestmark = [pytest.mark.area("faults"), pytest.mark.disruptive]
 K8S = "Kubernetes docs, Dynamic Admission Control: failurePolicy"
 
 
-def _admits_again(adm, ns, img, timeout: float = 90.0) -> None:
-    """After a fault: the stack is restored when a signed image is admitted again."""
-    wait_until(lambda: adm.try_pod(ns, img.by_digest).admitted, timeout=timeout, what="admission restored after the fault",
-               interval=0.5, retry_on=kube_retry())
+def _admits_again(adm, ns, img, timeout: float = 90.0, unsigned=None) -> None:
+    """After a fault: the stack is restored when a signed image is admitted again (and, given
+    ``unsigned``, an unsigned one denied again: Kyverno's webhooks are back)."""
+    def restored() -> bool:
+        if not adm.try_pod(ns, img.by_digest, run=False).admitted:
+            return False
+        return unsigned is None or not adm.try_pod(ns, unsigned.by_digest, run=False).admitted
+
+    wait_until(restored, timeout=timeout, what="admission restored after the fault", interval=0.5, retry_on=kube_retry())
 
 
 def _leases_renewed(adm, since: float, timeout: float = 60.0) -> None:
@@ -63,7 +68,8 @@ def test_registry_restart_keeps_content(stack, ci):
     life = abilities.need(stack, abilities.LIFECYCLE, "registry")
     img = ci.push_image("zeroclaw/faults/kept", "v1", seed="kept across a registry restart")
     with life.down("registry"):
-        with pytest.raises(requests.ConnectionError):
+        # refused locally; through a cluster's port mapping the connection is taken and nothing answers
+        with pytest.raises((requests.ConnectionError, requests.Timeout)):
             requests.get(stack.registry_url + "/v2/", timeout=3)
     got = ci.get_manifest("zeroclaw/faults/kept", "v1")
     assert got.status_code == 200 and got.headers.get("Docker-Content-Digest") == img.digest, (
@@ -112,7 +118,8 @@ def test_kyverno_down(stack, adm, ns, keys, publish, policy, record, failure_pol
     # webhook configurations itself (it is "going down"); a stopped process (local) leaves them
     removes = stack.provider in ("kind", "k3d")
     with life.down("kyverno"):
-        left = adm.webhook_configurations()
+        # the admission controller's own (the cleanup controller keeps its ttl and cleanup webhooks)
+        left = [w for w in adm.webhook_configurations() if w.startswith("kyverno-resource-")]
         if removes:
             assert not left, f"Kyverno scaled to zero MUST remove its webhook configurations: {left}"
         else:
@@ -124,7 +131,7 @@ def test_kyverno_down(stack, adm, ns, keys, publish, policy, record, failure_pol
                 denied_with(out, "failed calling webhook", "kyverno.svc-fail")
             else:
                 admitted(out)
-    _admits_again(adm, ns, signed)
+    _admits_again(adm, ns, signed, unsigned=unsigned)
     denied_with(record("F-kyverno", adm.try_pod(ns, unsigned.by_digest), "denied"), "no signatures found")
 
 
@@ -175,7 +182,7 @@ def test_control_plane_restart(stack, adm, ns, keys, publish, policy, record, re
         with life.down(component):
             is_down(stack, adm)
         wait_until(lambda: _readyz(stack).status_code == 200, timeout=90, what="the apiserver ready again", interval=0.5)
-        _admits_again(adm, ns, img)
+        _admits_again(adm, ns, img, unsigned=unsigned)
         _leases_renewed(adm, time.time())
     request.node.user_properties.append(("measured", f"Kyverno restarted {len(restarts)} time(s) (leader election)"))
     denied_with(record(f"F-{component}", adm.try_pod(ns, unsigned.by_digest), "denied"), "no signatures found")

@@ -134,7 +134,7 @@ def test_r4_resigned_digests_verify_with_new_key(ci, keys, publish, stack, tmp_p
     for img in kept:
         sig = signing.inspect_legacy(ci, img.repo, img.digest, keys["K2"].public_pem())
         assert len([s for s in sig if s.get("ok")]) == 1, f"exactly one layer verifies with K2: {sig}"
-        out = _cosign(stack, "verify", "--key", str(pub2), "--insecure-ignore-tlog=true", "--new-bundle-format=false", img.by_digest)
+        out = _cosign(stack, "verify", "--key", str(pub2), "--insecure-ignore-tlog=true", "--new-bundle-format=false", img.for_cosign)
         assert out.returncode == 0, f"cosign verify --key K2 refused {img.by_digest}: {out.stderr[-500:]}"
         payloads = json.loads(out.stdout)
         assert any(p["critical"]["image"]["docker-manifest-digest"] == img.digest for p in payloads)
@@ -175,7 +175,7 @@ def test_r6_retired_key_signs_again(adm, ns, keys, publish, policy, record, time
 def test_r7_mixed_formats(adm, ns, keys, publish, policy, record, ci, stack, area, tmp_path, timeline):
     img = publish("mixed", sign_with=[keys["K1"]])
     signing.sign_bundle(ci, img.repo, img.digest, keys["K2"])
-    ref = [f"{stack.registry_host}/{area}/*"]
+    ref = [f"{stack.image_host}/{area}/*"]
     expectations = [
         ("Cosign", "K1", True), ("Cosign", "K2", False), ("SigstoreBundle", "K2", True), ("SigstoreBundle", "K1", False),
     ]
@@ -185,9 +185,9 @@ def test_r7_mixed_formats(adm, ns, keys, publish, policy, record, ci, stack, are
         assert out.admitted == want, f"type {vtype} with {key}: expected {'admitted' if want else 'denied'}: {out.message}"
         timeline("R7", f"type {vtype} [{key}]: {'admitted' if want else 'denied'}")
     pub1 = _pub(tmp_path, keys["K1"], "k1")
-    auto = _cosign(stack, "verify", "--key", str(pub1), "--insecure-ignore-tlog=true", img.by_digest)
+    auto = _cosign(stack, "verify", "--key", str(pub1), "--insecure-ignore-tlog=true", img.for_cosign)
     assert auto.returncode != 0, "cosign verify --key K1 sees only the K2 bundle and must fail"
-    legacy = _cosign(stack, "verify", "--key", str(pub1), "--insecure-ignore-tlog=true", "--new-bundle-format=false", img.by_digest)
+    legacy = _cosign(stack, "verify", "--key", str(pub1), "--insecure-ignore-tlog=true", "--new-bundle-format=false", img.for_cosign)
     assert legacy.returncode == 0, f"with --new-bundle-format=false the K1 legacy signature verifies: {legacy.stderr[-400:]}"
 
 
