@@ -159,6 +159,21 @@ def cmd_peer(args: argparse.Namespace) -> int:
     return run_peer(scenario_path=args.scenario, reports=Path(args.reports), labgate_args=args.pytest_args)
 
 
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from labgate import matrix
+
+    if args.sub == "page":
+        print(f"cross-cell page: {matrix.write_page(Path(args.reports))}")
+        return 0
+    m = matrix.load_matrix(args.matrix)
+    if args.sub == "render":
+        changed = matrix.render(m, check=args.check)
+        for rel in changed:
+            print(f"{rel}: {'differs from' if args.check else 'rendered from'} {args.matrix}")
+        return 1 if changed and args.check else 0
+    return matrix.run(m, args.cell, Path(args.reports), args.pytest_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="labgate", description="end-to-end conformance harness for zot + Pocket ID + Kyverno + cosign")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -197,6 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_argument("--reports", default="reports")
     peer.add_argument("pytest_args", nargs="*", help="extra pytest arguments for labgate's run")
     peer.set_defaults(func=cmd_peer)
+
+    mx = sub.add_parser("matrix", help="the nightly matrix (scenarios/matrix.yaml)")
+    msub = mx.add_subparsers(dest="sub", required=True, parser_class=_Parser)
+    mrun = msub.add_parser("run", help="run cells here, one after another, then write the cross-cell page")
+    mrun.add_argument("--cell", action="append", default=[], help="a cell by name (repeatable; default: every cell)")
+    mrun.add_argument("--reports", default="reports/matrix")
+    mrun.add_argument("pytest_args", nargs="*", help="extra pytest arguments for every cell")
+    mren = msub.add_parser("render", help="write .github/workflows/nightly.yml from the matrix")
+    mren.add_argument("--check", action="store_true", help="only compare; exit 1 when the committed workflow differs")
+    for sp in (mrun, mren):
+        sp.add_argument("--matrix", default="scenarios/matrix.yaml")
+    mpage = msub.add_parser("page", help="the cross-cell page from the cells' reports")
+    mpage.add_argument("--reports", default="reports/matrix")
+    for sp in (mrun, mren, mpage):
+        sp.set_defaults(func=cmd_matrix)
     return p
 
 

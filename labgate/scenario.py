@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -384,9 +384,9 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+def _model_at(loc: tuple[Any, ...], root: type[BaseModel] | None = None) -> type[BaseModel] | None:
     """The pydantic model class that owns the last element of ``loc`` (for 'did you mean')."""
-    model: Any = Scenario
+    model: Any = root or Scenario
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
@@ -401,11 +401,11 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _describe(err: dict[str, Any]) -> tuple[str, str]:
+def _describe(err: dict[str, Any], root: type[BaseModel] | None = None) -> tuple[str, str]:
     loc = tuple(p for p in err["loc"] if p not in ("function-after",))
     kind = err["type"]
     if kind == "extra_forbidden":
-        model = _model_at(loc)
+        model = _model_at(loc, root)
         known = [k for k in (model.model_fields if model else {}) if k != "source"]
         hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
         msg = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else f" (known keys: {', '.join(known)})")
@@ -426,6 +426,9 @@ def _describe(err: dict[str, Any]) -> tuple[str, str]:
     return _path(loc), err["msg"][0].lower() + err["msg"][1:]
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
 def parse_scenario(data: Any, source: str = "<memory>") -> Scenario:
     if data is None:
         raise ScenarioError(f"{source}: the file is empty; expected a mapping with at least 'name'")
@@ -433,29 +436,37 @@ def parse_scenario(data: Any, source: str = "<memory>") -> Scenario:
         raise ScenarioError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     if "source" in data:
         raise ScenarioError(f"{source}: source: unknown key")
+    return validate(Scenario, {**data, "source": source}, source)
+
+
+def validate(model: type[_M], data: dict[str, Any], source: str) -> _M:
+    """``model`` from ``data``, or one ScenarioError naming the file and the first bad field."""
     try:
-        return Scenario.model_validate({**data, "source": source})
+        return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
-        field, msg = _describe(errors[0])
+        field, msg = _describe(errors[0], model)
         more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
         raise ScenarioError(f"{source}: {field}: {msg}{more}") from None
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    p = Path(path)
+def read_yaml(path: str | Path, what: str = "scenario", example: str = "scenarios/local.yaml") -> Any:
+    """A YAML file's data, or one ScenarioError naming the file (missing, unreadable, bad syntax)."""
     shown = str(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ScenarioError(f"{shown}: no such scenario file", fix="pass an existing file, e.g. --scenario scenarios/local.yaml") from None
+        raise ScenarioError(f"{shown}: no such {what} file", fix=f"pass an existing file, e.g. {example}") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{shown}: cannot read the scenario file: {exc.__class__.__name__}") from None
+        raise ScenarioError(f"{shown}: cannot read the {what} file: {exc.__class__.__name__}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ScenarioError(f"{shown}: {where}YAML syntax error: {problem}") from None
-    return parse_scenario(data, shown)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    return parse_scenario(read_yaml(path, example="--scenario scenarios/local.yaml"), str(path))

@@ -370,6 +370,17 @@ TOOLS: dict[str, Tool] = {
             unavailable="set POCKET_ID_BIN to a Pocket ID v2.14 backend binary (built with -tags exclude_frontend)",
         ),
         Tool(
+            name="actionlint",
+            version="v1.7.12",
+            binary="actionlint",
+            env="ACTIONLINT_BIN",
+            purpose="checks the GitHub workflows labgate renders from the matrix",
+            path_names=("actionlint",),
+            methods=(GoInstall("github.com/rhysd/actionlint/cmd/actionlint", "v1.7.12"),),
+            version_args=("-version",),
+            unavailable="set ACTIONLINT_BIN, or allow the Go module proxy",
+        ),
+        Tool(
             name="allure",
             version="3.18.0",
             binary="allure",
