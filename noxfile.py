@@ -13,7 +13,15 @@ SCENARIO = os.environ.get("LABGATE_SCENARIO", "scenarios/local.yaml")
 # Ctrl-C: give pytest time to tear the stack down before nox escalates to SIGTERM/SIGKILL
 STOP = {"interrupt_timeout": 120.0, "terminate_timeout": 60.0}
 # what the default local stack needs; the first run builds them, later runs reuse the cache
-COMPONENTS = ("distribution", "cosign", "etcd", "kube-apiserver", "kyverno", "pocket-id", "allure")
+COMPONENTS = ("distribution", "cosign", "etcd", "kube-apiserver", "kyverno", "pocket-id", "allure", "actionlint")
+# what a kind cluster built offline needs on top (shared/reference/kind-offline.md)
+KIND_TOOLS = ("kind", "helm", "kube-node", "etcd-node", "coredns", "kyverno-images", "dockerd", "debootstrap", "busybox", "jq")
+# the cells `nox -s tests` runs, in order: (scenario, suites, extra tools); LABGATE_CELLS selects
+CELLS = {
+    "local": ("scenarios/local.yaml", ["suites/"], ()),
+    "arm64": ("scenarios/local-arm64.yaml", ["suites/oci"], ("qemu-user-static",)),
+    "kind": ("scenarios/kind.yaml", ["suites/"], KIND_TOOLS),
+}
 
 
 def _install(session: nox.Session) -> None:
@@ -42,13 +50,31 @@ def e2e(session: nox.Session) -> None:
     session.run("pytest", *targets, "--scenario", SCENARIO, *_workers(options), *options, **STOP)
 
 
+def _cells() -> list[str]:
+    names = [c.strip() for c in os.environ.get("LABGATE_CELLS", ",".join(CELLS)).split(",") if c.strip()]
+    unknown = [c for c in names if c not in CELLS]
+    if unknown:
+        raise SystemExit(f"LABGATE_CELLS: unknown cell(s) {', '.join(unknown)}; the cells are {', '.join(CELLS)}")
+    return names
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The harness's own tests, then an end-to-end run on the local stack."""
+    """The harness's own tests, then the cells: the local stack, the OCI suite on an arm64 registry
+    under qemu-user, the stack on a kind cluster built offline (and kind's teardown proven)."""
+    cells = _cells()
     _install(session)
     session.install("nox")
-    session.run("pytest", "tests/", *session.posargs, **STOP)
-    session.run("pytest", "suites/", "--scenario", SCENARIO, *_workers(), **STOP)
+    session.run("pytest", "tests/", "-m", "not kind", *session.posargs, **STOP)
+    for cell in cells:
+        scenario, suites, tools = CELLS[cell]
+        session.log(f"cell {cell}: {' '.join(suites)} --scenario {scenario}")
+        if tools:
+            session.run("labgate", "tools", "install", "--strict", *tools)
+        session.run("pytest", *suites, "--scenario", scenario, *_workers(), **STOP)
+        if cell == "kind":
+            # kind's teardown: no cluster, container or dockerd left, the user's kubeconfig unchanged
+            session.run("pytest", "tests/", "-m", "kind", env={"LABGATE_REQUIRE_KIND": "1"}, **STOP)
 
 
 @nox.session(name="peer-conformance")
@@ -72,3 +98,11 @@ def mutation(session: nox.Session) -> None:
     """Deliberately wrong stacks (suites/mutations.yaml): the tests that must flip do, and no others."""
     _install(session)
     session.run("python", "-m", "labgate.mutate", "--scenario", SCENARIO, *session.posargs, **STOP)
+
+
+@nox.session
+def matrix(session: nox.Session) -> None:
+    """The nightly matrix (scenarios/matrix.yaml) here, cell after cell (`-- --cell NAME` picks one),
+    then the cross-cell page reports/matrix/index.html."""
+    _install(session)
+    session.run("labgate", "matrix", "run", *session.posargs, **STOP)

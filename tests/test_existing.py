@@ -67,18 +67,20 @@ def test_existing_provider_runs_read_only_and_writes_nothing(tmp_path):
                                                   public_keys=[key.public_pem().decode()]))
         kconfig.new_client_from_config(stack.kubeconfig)  # the kubeconfig works as the user's would
         before = (_registry_files(stack), _kube_objects(stack))
+        # the documented example, pointed at this stack as a user would fill it in
+        spec = yaml.safe_load((ROOT / "scenarios" / "existing.example.yaml").read_text())
+        ex = spec["existing"]
+        ex["registry"].update(url=stack.registry_url, image_host=stack.image_host, repository="zeroclaw/lab-app", tag="v1")
+        assert ex["registry"]["password_env"] == "LAB_REGISTRY_PASSWORD" and ex["registry"]["username"] == "readonly-robot"
+        ex["kubernetes"].update(kubeconfig=stack.kubeconfig, context=None, signed_image=f"{stack.image_host}/zeroclaw/lab-app@{signed}",
+                                unsigned_image=f"{stack.image_host}/zeroclaw/lab-unsigned@{unsigned}")
+        if stack.issuer_url and stack.oidc_redirects.get("zot"):
+            ex["identity"].update(issuer=stack.issuer_url, client_id="zot", redirect_uri=stack.oidc_redirects["zot"])
+        else:
+            del ex["identity"]  # no Pocket ID in this stack
+        spec["name"] = "existing-check"
         scenario = tmp_path / "existing.yaml"
-        scenario.write_text(yaml.safe_dump({
-            "name": "existing-check", "provider": "existing",
-            "existing": {
-                "registry": {"url": stack.registry_url, "repository": "zeroclaw/lab-app", "tag": "v1",
-                             "username": "readonly-robot", "password_env": "LAB_REGISTRY_PASSWORD"},
-                "kubernetes": {"kubeconfig": stack.kubeconfig, "namespace": "default",
-                               "signed_image": f"{stack.image_host}/zeroclaw/lab-app@{signed}",
-                               "unsigned_image": f"{stack.image_host}/zeroclaw/lab-unsigned@{unsigned}"},
-            },
-            "suites": ["oci", "oidc", "access", "admission", "rotation"],
-        }))
+        scenario.write_text(yaml.safe_dump(spec))
         env = {**os.environ, "LAB_REGISTRY_PASSWORD": stack.password("readonly-robot")}
         env.pop("LABGATE_STATE", None)
         run = subprocess.run([sys.executable, "-m", "pytest", "suites/", "-q", "-p", "no:xdist", "--scenario", str(scenario),
