@@ -414,8 +414,11 @@ def _read_sig_manifest(client: OciClient, repo: str, dgst: str) -> dict[str, Any
 
 
 def sign_legacy(client: OciClient, repo: str, digest: str, key: KeyPair, *,
-                annotations: dict[str, str] | None = None, identity: str | None = None) -> str:
+                annotations: dict[str, str] | None = None, identity: str | None = None, signature_repo: str | None = None) -> str:
     """Sign ``repo@digest`` in cosign's legacy format; returns the ``.sig`` manifest digest.
+
+    ``signature_repo``: store the signature there instead of next to the image (cosign's
+    ``COSIGN_REPOSITORY``); the payload still names ``repo``.
 
     ``identity`` is the payload's ``docker-reference`` (default ``<registry host>/<repo>``, what
     cosign writes); ``annotations`` become ``optional`` (``cosign sign -a k=v``). An existing
@@ -425,6 +428,7 @@ def sign_legacy(client: OciClient, repo: str, digest: str, key: KeyPair, *,
     dgst = digest
     tag = sig_tag(dgst)
     payload = simple_signing_payload(identity or f"{_registry_host(client)}/{repo}", dgst, annotations)
+    repo = signature_repo or repo  # where the .sig manifest lives
     existing = _read_sig_manifest(client, repo, dgst)
     layers: list[dict[str, Any]] = list(existing["layers"]) if existing else []
     payload_digest = content_digest(payload)
@@ -450,7 +454,8 @@ def sign_legacy(client: OciClient, repo: str, digest: str, key: KeyPair, *,
     return _write_sig_manifest(client, repo, tag, layers, existing)
 
 
-def inspect_legacy(client: OciClient, repo: str, digest: str, public_pem: bytes | str) -> list[dict[str, Any]]:
+def inspect_legacy(client: OciClient, repo: str, digest: str, public_pem: bytes | str, *,
+                   signature_repo: str | None = None) -> list[dict[str, Any]]:
     """Every layer of ``sha256-<hex>.sig`` with ``ok`` and, when not ok, ``reason``.
 
     A layer is ok when its blob matches its descriptor digest, the ``dev.cosignproject.cosign/
@@ -460,6 +465,7 @@ def inspect_legacy(client: OciClient, repo: str, digest: str, public_pem: bytes 
     """
     dgst = digest
     pub = load_public_key(public_pem)
+    repo = signature_repo or repo  # cosign's COSIGN_REPOSITORY
     manifest = _read_sig_manifest(client, repo, dgst)
     if manifest is None:
         return []
@@ -508,11 +514,13 @@ def inspect_legacy(client: OciClient, repo: str, digest: str, public_pem: bytes 
     return out
 
 
-def verify_legacy(client: OciClient, repo: str, digest: str, public_pem: bytes | str) -> list[dict[str, Any]]:
+def verify_legacy(client: OciClient, repo: str, digest: str, public_pem: bytes | str, *,
+                  signature_repo: str | None = None) -> list[dict[str, Any]]:
     """The legacy signatures of ``repo@digest`` that verify with ``public_pem`` and claim exactly
-    ``digest`` ([] when none do or there is no ``.sig`` tag). Each dict: format, index, layer,
-    signature, payload, claimed_digest, docker_reference, annotations, ok=True."""
-    return [e for e in inspect_legacy(client, repo, digest, public_pem) if e["ok"]]
+    ``digest`` ([] when none do or there is no ``.sig`` tag); ``signature_repo``: where they are
+    stored when not next to the image. Each dict: format, index, layer, signature, payload,
+    claimed_digest, docker_reference, annotations, ok=True."""
+    return [e for e in inspect_legacy(client, repo, digest, public_pem, signature_repo=signature_repo) if e["ok"]]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -372,6 +372,17 @@ def test_legacy_sign_verify_and_manifest_shape(reg, key, other_key):
     assert signing.verify_legacy(reg, REPO, _image(reg, "unsigned"), key.public_pem()) == []
 
 
+def test_legacy_signature_stored_in_another_repository(reg, key):
+    """COSIGN_REPOSITORY: the .sig manifest goes to the signature repository, its payload names the image."""
+    d = _image(reg)
+    signing.sign_legacy(reg, REPO, d, key, signature_repo="conformance/signatures")
+    assert f"conformance/signatures:{signing.sig_tag(d)}" in reg.tags
+    assert f"{REPO}:{signing.sig_tag(d)}" not in reg.tags
+    (ok,) = signing.verify_legacy(reg, REPO, d, key.public_pem(), signature_repo="conformance/signatures")
+    assert ok["docker_reference"] == f"127.0.0.1:5000/{REPO}"
+    assert signing.verify_legacy(reg, REPO, d, key.public_pem()) == []
+
+
 def test_legacy_resign_appends_and_skips_duplicates(reg, key, other_key):
     d = _image(reg)
     first = signing.sign_legacy(reg, REPO, d, key)

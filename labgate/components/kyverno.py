@@ -163,6 +163,7 @@ def render_cluster_policy(
     timeout_seconds: int = 15,
     allow_insecure_registry: bool = True,
     repository: str | None = None,
+    cosign_oci11: bool = False,
 ) -> dict[str, Any]:
     """A kyverno.io/v1 ClusterPolicy verifying cosign key signatures (no transparency log).
 
@@ -171,7 +172,8 @@ def render_cluster_policy(
     without the global --allowInsecureRegistry (pkg/engine/factories/registryclientfactory.go), so a
     plain-http registry needs it in the policy, with the pull secret (that client reads no
     --imagePullSecrets). ``repository``: where the signatures are stored
-    when not next to the image (cosign's COSIGN_REPOSITORY)."""
+    when not next to the image (cosign's COSIGN_REPOSITORY); ``cosign_oci11``: look for them as
+    OCI 1.1 referrers."""
     public_keys, use_cache = _mutated(name, list(public_keys), use_cache)
     entries = [
         {"keys": {"publicKeys": pem.strip(), "signatureAlgorithm": "sha256",
@@ -194,6 +196,8 @@ def render_cluster_policy(
         verify["imageRegistryCredentials"] = {"allowInsecureRegistry": True, "secrets": [PULL_SECRET]}
     if repository:
         verify["repository"] = repository
+    if cosign_oci11:
+        verify["cosignOCI11"] = True  # signatures stored as OCI 1.1 referrers (cosign --registry-referrers-mode=oci-1-1)
     if failure_action is not None:
         verify["failureAction"] = failure_action
     if mutate_digest is not None:
@@ -253,7 +257,7 @@ def _verify_view(verify: dict[str, Any]) -> tuple:
     )
     return (verify.get("type", "Cosign"), tuple(verify.get("imageReferences") or ()), verify.get("required", True),
             verify.get("useCache", True), verify.get("verifyDigest", True), verify.get("mutateDigest", True),
-            verify.get("repository", ""), attestors)
+            verify.get("repository", ""), bool(verify.get("cosignOCI11")), attestors)
 
 
 def status_reflects(obj: dict[str, Any], spec: dict[str, Any]) -> bool | None:

@@ -184,4 +184,27 @@ def admitted(outcome: Outcome) -> None:
         assert outcome.phase == "Running", f"the admitted {outcome.kind} {outcome.image} MUST reach Running (pulled with the read-only robot's pull secret): {outcome.phase}"
 
 
-__all__ = ["Published", "denied_with", "admitted", "redact"]
+def cosign(stack: Stack, *args: str, robot: str = "readonly-robot", home=None, env: dict[str, str] | None = None):
+    """The real cosign CLI against the stack's registry as ``robot`` (skips when cosign is missing)."""
+    import os
+    import subprocess
+
+    from labgate import toolchain
+
+    tool = toolchain.resolve("cosign")
+    if not tool.available:
+        pytest.skip(f"cosign not available: {tool.reason} (fix: labgate tools install cosign)")
+    run_env = {**os.environ, "COSIGN_PASSWORD": "", **({"HOME": str(home)} if home else {}), **(env or {})}
+    cmd = [tool.path, *args, "--allow-http-registry", "--registry-username", robot, "--registry-password", stack.password(robot)]
+    return subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=120)
+
+
+def cosign_sign(stack: Stack, key: signing.KeyPair, image: str, tmp_path, *extra: str, env: dict[str, str] | None = None):
+    """``cosign sign`` of ``image`` with ``key`` (written in cosign's encrypted format), as the CI robot, no tlog."""
+    key_file = tmp_path / "cosign.key"
+    key_file.write_bytes(key.to_cosign_pem(""))
+    return cosign(stack, "sign", "-y", "--key", str(key_file), "--tlog-upload=false", "--use-signing-config=false", *extra, image,
+                  robot=CI_ROBOT, home=tmp_path, env=env)
+
+
+__all__ = ["Published", "denied_with", "admitted", "redact", "cosign", "cosign_sign"]

@@ -6,16 +6,14 @@ policy update to its enforcement."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 
 import pytest
 
-from labgate import signing, toolchain
+from labgate import signing
 from labgate.errors import StackError
 from labgate.process import wait_until
-from suites.admission.conftest import admitted, denied_with
+from suites.admission.conftest import admitted, cosign, denied_with
 
 pytestmark = [pytest.mark.requires("kubernetes", "admission.kyverno"), pytest.mark.area("rotation")]
 KV = "Kyverno v1.19 verifyImages"
@@ -55,16 +53,6 @@ def enforce_time(adm, ns, image: str, want_admitted: bool, started: float, timeo
         want = "admitted" if want_admitted else "denied" + (f" with {' and '.join(repr(b) for b in because)}" if because else "")
         raise AssertionError(f"{image} was not {want} within {timeout:.0f}s of the policy change; the last answer: {seen}") from None
     return time.monotonic() - started
-
-
-def _cosign(stack, *args: str, key_pem: bytes | None = None, tmp_path=None) -> subprocess.CompletedProcess:
-    tool = toolchain.resolve("cosign")
-    if not tool.available:
-        pytest.skip(f"cosign not available: {tool.reason} (fix: labgate tools install cosign)")
-    env = {**os.environ, "COSIGN_PASSWORD": ""}
-    cmd = [tool.path, *args, "--allow-http-registry", "--registry-username", "readonly-robot",
-           "--registry-password", stack.password("readonly-robot")]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
 
 
 def _pub(tmp_path, key: signing.KeyPair, name: str):
@@ -134,7 +122,7 @@ def test_r4_resigned_digests_verify_with_new_key(ci, keys, publish, stack, tmp_p
     for img in kept:
         sig = signing.inspect_legacy(ci, img.repo, img.digest, keys["K2"].public_pem())
         assert len([s for s in sig if s.get("ok")]) == 1, f"exactly one layer verifies with K2: {sig}"
-        out = _cosign(stack, "verify", "--key", str(pub2), "--insecure-ignore-tlog=true", "--new-bundle-format=false", img.for_cosign)
+        out = cosign(stack, "verify", "--key", str(pub2), "--insecure-ignore-tlog=true", "--new-bundle-format=false", img.for_cosign)
         assert out.returncode == 0, f"cosign verify --key K2 refused {img.by_digest}: {out.stderr[-500:]}"
         payloads = json.loads(out.stdout)
         assert any(p["critical"]["image"]["docker-manifest-digest"] == img.digest for p in payloads)
@@ -185,9 +173,9 @@ def test_r7_mixed_formats(adm, ns, keys, publish, policy, record, ci, stack, are
         assert out.admitted == want, f"type {vtype} with {key}: expected {'admitted' if want else 'denied'}: {out.message}"
         timeline("R7", f"type {vtype} [{key}]: {'admitted' if want else 'denied'}")
     pub1 = _pub(tmp_path, keys["K1"], "k1")
-    auto = _cosign(stack, "verify", "--key", str(pub1), "--insecure-ignore-tlog=true", img.for_cosign)
+    auto = cosign(stack, "verify", "--key", str(pub1), "--insecure-ignore-tlog=true", img.for_cosign)
     assert auto.returncode != 0, "cosign verify --key K1 sees only the K2 bundle and must fail"
-    legacy = _cosign(stack, "verify", "--key", str(pub1), "--insecure-ignore-tlog=true", "--new-bundle-format=false", img.for_cosign)
+    legacy = cosign(stack, "verify", "--key", str(pub1), "--insecure-ignore-tlog=true", "--new-bundle-format=false", img.for_cosign)
     assert legacy.returncode == 0, f"with --new-bundle-format=false the K1 legacy signature verifies: {legacy.stderr[-400:]}"
 
 
