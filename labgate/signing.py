@@ -754,10 +754,12 @@ def copy_signature(client: OciClient, repo: str, from_digest: str, to_digest: st
 
 
 def _other_signature(sig: bytes) -> bytes:
-    """A well-formed DER ECDSA signature that does not verify: s changed, r kept."""
+    """A well-formed DER ECDSA signature that does not verify: s moved by half the group order, r
+    kept. Far from s, so it cannot land on the valid s of a signature that was off by a bit (the
+    signature-byte-flipped mutation), nor on its malleable twin n - s."""
     r, s = decode_dss_signature(sig)
     n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551  # P-256 group order
-    return encode_dss_signature(r, s % (n - 1) + 1 if s != n - 2 else 1)
+    return encode_dss_signature(r, (s + n // 2) % n or 1)
 
 
 def tamper_legacy(client: OciClient, repo: str, digest: str, what: str = "payload") -> str:

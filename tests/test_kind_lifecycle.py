@@ -30,6 +30,7 @@ from labgate import toolchain
 from labgate.kind import engine as engines
 from labgate.process import pid_alive, wait_until
 from labgate.stack import Stack, proc_ticks
+from runs import checkpoint, run_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = "tests/data/kind-registry.yaml"
@@ -76,24 +77,7 @@ class UserKube:
 
 
 def _env(tmp_path: Path, run_id: str, kube: UserKube, hold: str | None = None) -> dict[str, str]:
-    env = {**os.environ, "LABGATE_RUN_ID": run_id, "LABGATE_CHECKPOINT_DIR": str(tmp_path / "cp"), "KUBECONFIG": str(kube.explicit)}
-    if hold:
-        env["LABGATE_CHECKPOINT_HOLD"] = hold
-        env["LABGATE_CHECKPOINT_HOLD_SECONDS"] = "600"
-    env.pop("LABGATE_STATE", None)
-    return env
-
-
-def _checkpoint(tmp_path: Path, phase: str, proc: subprocess.Popen, timeout: float) -> dict:
-    f = tmp_path / "cp" / f"{phase}.json"
-
-    def ended() -> str | None:
-        if proc.poll() is not None and not f.exists():
-            return f"the run ended (code {proc.returncode}) before reaching it"
-        return None
-
-    wait_until(f.exists, timeout=timeout, what=f"checkpoint {phase}", interval=0.5, abort=ended)
-    return json.loads(f.read_text())
+    return run_env(tmp_path, run_id, hold, hold_seconds=600, KUBECONFIG=str(kube.explicit))
 
 
 class Seen:
@@ -179,9 +163,9 @@ def test_sigint_during_a_suite_on_kind_leaves_nothing(tmp_path):
                             cwd=ROOT, env=_env(tmp_path, run_id, kube, "suite-started"), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        ready = _checkpoint(tmp_path, "stack-ready", proc, timeout=1800)
+        ready = checkpoint(tmp_path, "stack-ready", proc, timeout=1800)
         seen = Seen(ready["state"])
-        _checkpoint(tmp_path, "suite-started", proc, timeout=300)
+        checkpoint(tmp_path, "suite-started", proc, timeout=300)
         os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole foreground group
         proc.wait(timeout=600)
     finally:
@@ -204,9 +188,9 @@ def test_two_sigints_while_the_cluster_is_deleted_leave_nothing(tmp_path):
                             cwd=ROOT, env=_env(tmp_path, run_id, kube, hold), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        ready = _checkpoint(tmp_path, "stack-ready", proc, timeout=1800)
+        ready = checkpoint(tmp_path, "stack-ready", proc, timeout=1800)
         seen = Seen(ready["state"])
-        _checkpoint(tmp_path, hold, proc, timeout=900)
+        checkpoint(tmp_path, hold, proc, timeout=900)
         for _ in range(2):
             os.kill(proc.pid, signal.SIGINT)
             time.sleep(0.3)

@@ -23,6 +23,7 @@ import pytest
 from labgate import toolchain
 from labgate.process import listening_ports, pid_alive, wait_until
 from labgate.stack import Stack
+from runs import checkpoint, run_env
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration
@@ -56,27 +57,6 @@ def _assert_clean(run_id: str, pids: list[int], ports: list[int]) -> None:
     still = set(ports) & listening_ports()
     assert not still, f"ports still listening: {sorted(still)}"
     assert not list(Path("/tmp").glob(f"labgate-{run_id}-*")), "the private run directory must be removed"
-
-
-def _env(tmp_path: Path, run_id: str, hold: str | None = None) -> dict[str, str]:
-    env = {**os.environ, "LABGATE_RUN_ID": run_id, "LABGATE_CHECKPOINT_DIR": str(tmp_path / "cp")}
-    if hold:
-        env["LABGATE_CHECKPOINT_HOLD"] = hold
-        env["LABGATE_CHECKPOINT_HOLD_SECONDS"] = "300"
-    env.pop("LABGATE_STATE", None)
-    return env
-
-
-def _checkpoint(tmp_path: Path, phase: str, proc: subprocess.Popen, timeout: float) -> dict:
-    f = tmp_path / "cp" / f"{phase}.json"
-
-    def ended() -> str | None:
-        if proc.poll() is not None and not f.exists():
-            return f"the run ended (code {proc.returncode}) before reaching it"
-        return None
-
-    wait_until(f.exists, timeout=timeout, what=f"checkpoint {phase}", interval=0.2, abort=ended)
-    return json.loads(f.read_text())
 
 
 def _interrupt(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 180) -> None:
@@ -128,10 +108,10 @@ def test_sigterm_to_pytest_tears_down(tmp_path, hold):
     run_id = "term-" + uuid.uuid4().hex[:6]
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "suites/oci", "--scenario", "scenarios/local.yaml", "-q",
                              "--labgate-reports", str(tmp_path / "r"), "--labgate-no-html"],
-                            cwd=ROOT, env=_env(tmp_path, run_id, hold), start_new_session=True,
+                            cwd=ROOT, env=run_env(tmp_path, run_id, hold), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    info = _checkpoint(tmp_path, hold, proc, timeout=300)
-    stack = _checkpoint(tmp_path, "component-started-registry", proc, timeout=5)
+    info = checkpoint(tmp_path, hold, proc, timeout=300)
+    stack = checkpoint(tmp_path, "component-started-registry", proc, timeout=5)
     os.kill(proc.pid, signal.SIGTERM)  # SIGTERM goes to pytest alone, not the group
     proc.wait(timeout=120)
     assert proc.returncode != 0
@@ -143,7 +123,7 @@ def _nox_e2e(tmp_path: Path, run_id: str, hold: str) -> tuple[subprocess.Popen, 
     if not shutil.which("nox") and subprocess.run([sys.executable, "-m", "nox", "--version"], capture_output=True).returncode:
         pytest.skip("nox is not installed (fix: pip install nox)")
     out = tmp_path / "nox.out"
-    env = _env(tmp_path, run_id, hold)
+    env = run_env(tmp_path, run_id, hold)
     env["LABGATE_WORKERS"] = "2"
     proc = subprocess.Popen([sys.executable, "-m", "nox", "-s", "e2e", "--", "--labgate-no-html",
                              "--labgate-reports", str(tmp_path / "r")],
@@ -158,8 +138,8 @@ def test_ctrl_c_to_nox_e2e_leaves_no_process_and_no_port(tmp_path, hold):
     run_id = "int-" + uuid.uuid4().hex[:6]
     proc, out = _nox_e2e(tmp_path, run_id, hold)
     try:
-        _checkpoint(tmp_path, hold, proc, timeout=900)  # a first nox run creates its virtualenv
-        started = _checkpoint(tmp_path, "component-started-registry", proc, timeout=5)
+        checkpoint(tmp_path, hold, proc, timeout=900)  # a first nox run creates its virtualenv
+        started = checkpoint(tmp_path, "component-started-registry", proc, timeout=5)
         _interrupt(proc, signal.SIGINT)
     finally:
         if proc.poll() is None:
@@ -252,11 +232,11 @@ def test_two_interrupts_during_teardown_leave_nothing(tmp_path):
     reports = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "suites/admission", "-k", "test_a3", "-p", "no:xdist",
                              "--scenario", "scenarios/local.yaml", "-q", "--labgate-reports", str(reports), "--labgate-no-html"],
-                            cwd=ROOT, env=_env(tmp_path, run_id, hold), start_new_session=True,
+                            cwd=ROOT, env=run_env(tmp_path, run_id, hold), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        ready = _checkpoint(tmp_path, "stack-ready", proc, timeout=600)
-        _checkpoint(tmp_path, hold, proc, timeout=600)
+        ready = checkpoint(tmp_path, "stack-ready", proc, timeout=600)
+        checkpoint(tmp_path, hold, proc, timeout=600)
         os.kill(proc.pid, signal.SIGINT)
         time.sleep(0.3)
         os.kill(proc.pid, signal.SIGINT)
@@ -281,10 +261,10 @@ def test_sigkill_of_the_controller_is_reaped_by_the_next_run(tmp_path):
     run_id = "kill-" + uuid.uuid4().hex[:6]
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "suites/oci", "-p", "no:xdist", "--scenario", "scenarios/local.yaml", "-q",
                              "--labgate-reports", str(tmp_path / "r"), "--labgate-no-html"],
-                            cwd=ROOT, env=_env(tmp_path, run_id, "suite-started"), start_new_session=True,
+                            cwd=ROOT, env=run_env(tmp_path, run_id, "suite-started"), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ready = _checkpoint(tmp_path, "stack-ready", proc, timeout=300)
-    _checkpoint(tmp_path, "suite-started", proc, timeout=120)
+    ready = checkpoint(tmp_path, "stack-ready", proc, timeout=300)
+    checkpoint(tmp_path, "suite-started", proc, timeout=120)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     run_dir = Path(ready["state"]).parent
@@ -292,9 +272,40 @@ def test_sigkill_of_the_controller_is_reaped_by_the_next_run(tmp_path):
     second = "next-" + uuid.uuid4().hex[:6]
     nxt = subprocess.run([sys.executable, "-m", "pytest", "suites/oci/test_pull.py", "-k", "manifest", "-p", "no:xdist",
                           "--scenario", "scenarios/local.yaml", "-q", "--labgate-reports", str(tmp_path / "r"), "--labgate-no-html"],
-                         cwd=ROOT, env=_env(tmp_path, second), capture_output=True, text=True, timeout=600)
+                         cwd=ROOT, env=run_env(tmp_path, second), capture_output=True, text=True, timeout=600)
     said = nxt.stdout + nxt.stderr
     assert f"reaper: run {run_id}" in said, said[-3000:]
     _assert_clean(run_id, ready["pids"], ready["ports"])
     assert not run_dir.exists()
     assert not (toolchain.cache_root() / "runs" / f"{run_id}.json").exists()
+
+
+def test_a_component_killed_mid_run_is_named_and_later_failures_are_errors(tmp_path):
+    """SIGKILL of the real registry while the OCI suite runs: the summary names it, and every later
+    failure is verdict error naming the dead component, not a plain failure."""
+    run_id = "dead-" + uuid.uuid4().hex[:6]
+    hold = "suite-started"
+    reports = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "suites/oci/test_pull.py", "-p", "no:xdist", "--scenario", "scenarios/local.yaml",
+                             "-q", "--labgate-reports", str(reports)],
+                            cwd=ROOT, env=run_env(tmp_path, run_id, hold), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ready = checkpoint(tmp_path, "stack-ready", proc, timeout=300)
+        checkpoint(tmp_path, hold, proc, timeout=120)
+        registry = Stack.load(ready["state"]).component("registry")
+        os.kill(registry.pid, signal.SIGKILL)
+        (tmp_path / "cp" / f"{hold}.release").write_text("")
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    summary = json.loads((reports / run_id / "summary.json").read_text())
+    assert [e["component"] for e in summary["events"]] == ["registry"], summary["events"]
+    bad = [t for t in summary["tests"] if t["verdict"] in ("fail", "error")]
+    assert bad, "the tests after the kill cannot pass"
+    for t in bad:
+        assert t["verdict"] == "error" and t["message"].startswith("error: registry exited"), (t["nodeid"], t["verdict"], t["message"][:300])
+    assert "signal 9" in bad[0]["message"] or "SIGKILL" in bad[0]["message"], bad[0]["message"][:300]
+    assert "registry exited" in (reports / run_id / "index.html").read_text(), "the summary page names the dead component"

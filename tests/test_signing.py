@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from labgate import redact, signing
 from labgate.clients.oci import MT_EMPTY, MT_INDEX, MT_MANIFEST, digest
@@ -160,6 +160,10 @@ def test_signature_is_der_ecdsa_sha256(key):
     other = signing._other_signature(sig)
     decode_dss_signature(other)
     assert not signing._verify_ecdsa(key.public_key, other, b"payload bytes")
+    # a signature off by one bit in s (the signature-byte-flipped mutation) tampered again is still invalid
+    n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+    for off in (encode_dss_signature(r, s ^ 1), encode_dss_signature(r, n - s)):
+        assert not signing._verify_ecdsa(key.public_key, signing._other_signature(off), b"payload bytes")
 
 
 # ------------------------------------------------------------------------------------------------

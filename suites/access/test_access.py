@@ -155,6 +155,7 @@ def _perform(client: OciClient, cell: Cell, seeded: _Seeds) -> requests.Response
     if cell.action == "catalog":
         return client.catalog()
     if cell.action == "tags":
+        seeded.owner(repo)  # the repository exists, whichever cell ran first (a tag list of nothing is 404)
         return client.tags(repo)
     if cell.action == "pull":
         if seeded.owner(repo) is None:

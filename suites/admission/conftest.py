@@ -73,6 +73,14 @@ def ci(stack: Stack, attach_log) -> OciClient:
 
 
 @pytest.fixture
+def reader(stack: Stack, attach_log) -> OciClient:
+    """The registry as the read-only robot sees it (as Kyverno reads signatures)."""
+    c = OciClient(stack.registry_url, ("readonly-robot", stack.password("readonly-robot")))
+    attach_log(c)
+    return c
+
+
+@pytest.fixture
 def ns(adm: Admission):
     name = adm.namespace()
     yield name
@@ -184,6 +192,14 @@ def admitted(outcome: Outcome) -> None:
         assert outcome.phase == "Running", f"the admitted {outcome.kind} {outcome.image} MUST reach Running (pulled with the read-only robot's pull secret): {outcome.phase}"
 
 
+def expect(outcome: Outcome, admit: bool, *needles: str) -> None:
+    """``admitted`` when ``admit``, else ``denied_with`` the needles."""
+    if admit:
+        admitted(outcome)
+    else:
+        denied_with(outcome, *needles)
+
+
 def cosign(stack: Stack, *args: str, robot: str = "readonly-robot", home=None, env: dict[str, str] | None = None):
     """The real cosign CLI against the stack's registry as ``robot`` (skips when cosign is missing)."""
     import os
@@ -207,4 +223,4 @@ def cosign_sign(stack: Stack, key: signing.KeyPair, image: str, tmp_path, *extra
                   robot=CI_ROBOT, home=tmp_path, env=env)
 
 
-__all__ = ["Published", "denied_with", "admitted", "redact", "cosign", "cosign_sign"]
+__all__ = ["Published", "denied_with", "admitted", "expect", "redact", "cosign", "cosign_sign"]

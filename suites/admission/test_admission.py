@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from labgate import abilities, redact, signing
-from suites.admission.conftest import admitted, cosign_sign, denied_with
+from suites.admission.conftest import admitted, cosign_sign, denied_with, expect
 
 pytestmark = [pytest.mark.requires("kubernetes", "admission.kyverno"), pytest.mark.area("admission")]
 KV = "Kyverno v1.19 verifyImages"
@@ -31,16 +31,13 @@ def test_a1_signed_digest_is_admitted(adm, ns, keys, publish, policy, record):
 
 @pytest.mark.case("A1")
 @pytest.mark.spec(f"{KV}: a digest signed by the real cosign CLI with the trusted key")
-def test_a1_cosign_signed_digest_is_admitted(adm, ns, keys, publish, policy, record, stack, tmp_path):
+def test_a1_cosign_signed_digest_is_admitted(adm, ns, keys, publish, policy, record, stack, tmp_path, reader):
     """The lab's CI runs the cosign CLI: its signature, made with a key the harness wrote in cosign's
     encrypted format, is admitted; the harness verifies it too."""
     policy([keys["K1"]])
     img = publish("app")
     proc = cosign_sign(stack, keys["K1"], img.for_cosign, tmp_path, "--new-bundle-format=false")
     assert proc.returncode == 0, f"cosign sign failed: {redact.redact(proc.stderr[-400:])}"
-    from labgate.clients.oci import OciClient
-
-    reader = OciClient(stack.registry_url, ("readonly-robot", stack.password("readonly-robot")))
     assert signing.verify_legacy(reader, img.repo, img.digest, keys["K1"].public_pem()), "the harness verifies cosign's signature"
     admitted(record("A1", adm.try_pod(ns, img.by_digest), "admitted"))
 
@@ -222,31 +219,24 @@ def test_a16_signature_on_one_platform_only_is_denied(adm, ns, keys, publish_ind
 @pytest.mark.case("A17")
 @pytest.mark.spec(f"{KV}: signatures stored in another repository (COSIGN_REPOSITORY) are found when the rule's repository names it")
 @pytest.mark.parametrize("named", [True, False], ids=["rule-names-it", "rule-does-not"])
-def test_a17_signatures_in_another_repository(adm, ns, keys, publish, policy, record, ci, stack, area, named):
+def test_a17_signatures_in_another_repository(adm, ns, keys, publish, policy, record, ci, reader, stack, area, named):
     """A lab that keeps signatures apart from images (``COSIGN_REPOSITORY``): the .sig manifest
     lives in ``<area>/signatures``; the image's own repository has none. Kyverno looks there only
     when the rule's ``repository`` names it."""
-    from labgate.clients.oci import OciClient
-
     sig_repo = f"{area}/signatures"
     policy([keys["K1"]], repository=f"{stack.image_host}/{sig_repo}" if named else None)
     img = publish("app")
     signing.sign_legacy(ci, img.repo, img.digest, keys["K1"], identity=img.ref, signature_repo=sig_repo)
-    reader = OciClient(stack.registry_url, ("readonly-robot", stack.password("readonly-robot")))
     found = signing.verify_legacy(reader, img.repo, img.digest, keys["K1"].public_pem(), signature_repo=sig_repo)
     assert found and found[0]["docker_reference"] == img.ref, "the harness finds the signature where it was stored, naming the image"
     assert not signing.verify_legacy(reader, img.repo, img.digest, keys["K1"].public_pem()), "no signature next to the image"
-    out = record("A17", adm.try_pod(ns, img.by_digest), "admitted" if named else "denied")
-    if named:
-        admitted(out)
-    else:
-        denied_with(out, "no signatures found")
+    expect(record("A17", adm.try_pod(ns, img.by_digest), "admitted" if named else "denied"), named, "no signatures found")
 
 
 @pytest.mark.case("A18")
 @pytest.mark.spec(f"{KV}: cosign's OCI 1.1 mode (a referrer) is seen only by a rule with cosignOCI11")
 @pytest.mark.parametrize("oci11", [True, False], ids=["rule-cosignOCI11", "rule-default"])
-def test_a18_cosign_oci11_signature(adm, ns, keys, publish, policy, record, stack, tmp_path, oci11):
+def test_a18_cosign_oci11_signature(adm, ns, keys, publish, policy, record, stack, tmp_path, reader, oci11):
     """``cosign sign --registry-referrers-mode=oci-1-1`` (experimental) stores the legacy signature
     as an OCI 1.1 artifact whose subject is the image (through the referrers API, or the referrers
     tag schema where the registry has none), not at the ``.sig`` tag. Kyverno documents
@@ -256,12 +246,5 @@ def test_a18_cosign_oci11_signature(adm, ns, keys, publish, policy, record, stac
     proc = cosign_sign(stack, keys["K1"], img.for_cosign, tmp_path, "--new-bundle-format=false", "--registry-referrers-mode=oci-1-1",
                        env={"COSIGN_EXPERIMENTAL": "1"})
     assert proc.returncode == 0, f"cosign sign (OCI 1.1 mode) failed: {redact.redact(proc.stderr[-400:])}"
-    from labgate.clients.oci import OciClient
-
-    reader = OciClient(stack.registry_url, ("readonly-robot", stack.password("readonly-robot")))
     assert not signing.verify_legacy(reader, img.repo, img.digest, keys["K1"].public_pem()), "OCI 1.1 mode writes no .sig tag"
-    out = record("A18", adm.try_pod(ns, img.by_digest), "admitted" if oci11 else "denied")
-    if oci11:
-        admitted(out)
-    else:
-        denied_with(out, "no signatures found")
+    expect(record("A18", adm.try_pod(ns, img.by_digest), "admitted" if oci11 else "denied"), oci11, "no signatures found")
