@@ -1,4 +1,4 @@
-"""nox sessions: e2e (the main job), tests (what CI runs), peer-conformance, benchmarks, mutation."""
+"""nox sessions: e2e (the main job), tests (what CI runs), peer-conformance, benchmarks, mutation, matrix."""
 
 from __future__ import annotations
 

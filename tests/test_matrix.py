@@ -96,3 +96,15 @@ def test_the_cross_cell_page_puts_a_regression_first(tmp_path):
     assert fps["local"]["provider"] == "local" and fps["kind"]["provider"] == "kind" and fps["local"]["id"] != fps["kind"]["id"]
     text = page.read_text()
     assert "1 test(s) with a verdict that differs" in text and "⚠ suites/oci/test_pull.py::test_b" in text
+
+
+def test_each_cells_written_scenario_loads_back(tmp_path):
+    from labgate.scenario import load_scenario
+
+    m = matrix.load_matrix(ROOT / "scenarios" / "matrix.yaml")
+    for c in m.cells:
+        sc = matrix.cell_scenario(c)
+        f = tmp_path / f"{c.name}.yaml"
+        f.write_text(matrix.scenario_yaml(sc))
+        back = load_scenario(f)
+        assert back.model_dump(exclude={"source"}) == sc.model_dump(exclude={"source"}), c.name

@@ -77,19 +77,27 @@ def cluster_name(run_id: str) -> str:
     return "labgate-" + run_id.split("-", 1)[-1].lower()[:30].strip("-")
 
 
-def kind_config(*, registry_host_port: int, issuer_host_port: int | None, certs_d: Path) -> dict[str, Any]:
-    """One node; no kindnetd (the node image has a bridge CNI); kubelet allowed on cgroup v1; the
-    registry's and Pocket ID's NodePorts mapped to 127.0.0.1; the registry hosts directory mounted."""
-    ports = [{"containerPort": REGISTRY_NODE_PORT, "hostPort": registry_host_port, "listenAddress": "127.0.0.1"}]
-    if issuer_host_port:
-        ports.append({"containerPort": ISSUER_NODE_PORT, "hostPort": issuer_host_port, "listenAddress": "127.0.0.1"})
+def bare_kind_config() -> dict[str, Any]:
+    """What any cluster from the built node image needs: one node, no kindnetd (the node image has
+    a bridge CNI), kubelet allowed on cgroup v1."""
     return {
         "kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4",
         "networking": {"disableDefaultCNI": True, "kubeProxyMode": "iptables"},
         "kubeadmConfigPatches": ["kind: KubeletConfiguration\nfailCgroupV1: false\n"],
-        "nodes": [{"role": "control-plane", "extraPortMappings": ports,
-                   "extraMounts": [{"hostPath": str(certs_d), "containerPath": nodeimage.CERTS_D, "readOnly": True}]}],
+        "nodes": [{"role": "control-plane"}],
     }
+
+
+def kind_config(*, registry_host_port: int, issuer_host_port: int | None, certs_d: Path) -> dict[str, Any]:
+    """The bare configuration, plus the registry's and Pocket ID's NodePorts mapped to 127.0.0.1
+    and the registry hosts directory mounted."""
+    ports = [{"containerPort": REGISTRY_NODE_PORT, "hostPort": registry_host_port, "listenAddress": "127.0.0.1"}]
+    if issuer_host_port:
+        ports.append({"containerPort": ISSUER_NODE_PORT, "hostPort": issuer_host_port, "listenAddress": "127.0.0.1"})
+    cfg = bare_kind_config()
+    cfg["nodes"][0].update(extraPortMappings=ports,
+                           extraMounts=[{"hostPath": str(certs_d), "containerPath": nodeimage.CERTS_D, "readOnly": True}])
+    return cfg
 
 
 def registry_hosts(certs_d: Path) -> None:
