@@ -32,3 +32,15 @@ def checkpoint(tmp_path: Path, phase: str, proc: subprocess.Popen, timeout: floa
 
     wait_until(f.exists, timeout=timeout, what=f"checkpoint {phase}", interval=0.2, abort=ended)
     return json.loads(f.read_text())
+
+
+def interrupt_held(tmp_path: Path, phase: str, proc: subprocess.Popen, times: int = 2, timeout: float = 600) -> None:
+    """While the run holds at ``phase``: SIGINT ``times`` times, then release it and wait for its end."""
+    import signal
+    import time
+
+    for _ in range(times):
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.3)
+    (tmp_path / "cp" / f"{phase}.release").write_text("")
+    proc.wait(timeout=timeout)

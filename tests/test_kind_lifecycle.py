@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from labgate import toolchain
 from labgate.kind import engine as engines
 from labgate.process import pid_alive, wait_until
 from labgate.stack import Stack, proc_ticks
-from runs import checkpoint, run_env
+from runs import checkpoint, interrupt_held, run_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = "tests/data/kind-registry.yaml"
@@ -191,11 +190,7 @@ def test_two_sigints_while_the_cluster_is_deleted_leave_nothing(tmp_path):
         ready = checkpoint(tmp_path, "stack-ready", proc, timeout=1800)
         seen = Seen(ready["state"])
         checkpoint(tmp_path, hold, proc, timeout=900)
-        for _ in range(2):
-            os.kill(proc.pid, signal.SIGINT)
-            time.sleep(0.3)
-        (tmp_path / "cp" / f"{hold}.release").write_text("")
-        proc.wait(timeout=600)
+        interrupt_held(tmp_path, hold, proc, times=2)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 from labgate import toolchain
 from labgate.process import listening_ports, pid_alive, wait_until
 from labgate.stack import Stack
-from runs import checkpoint, run_env
+from runs import checkpoint, interrupt_held, run_env
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.integration
@@ -237,12 +236,7 @@ def test_two_interrupts_during_teardown_leave_nothing(tmp_path):
     try:
         ready = checkpoint(tmp_path, "stack-ready", proc, timeout=600)
         checkpoint(tmp_path, hold, proc, timeout=600)
-        os.kill(proc.pid, signal.SIGINT)
-        time.sleep(0.3)
-        os.kill(proc.pid, signal.SIGINT)
-        time.sleep(0.3)
-        (tmp_path / "cp" / f"{hold}.release").write_text("")
-        proc.wait(timeout=180)
+        interrupt_held(tmp_path, hold, proc, times=2, timeout=180)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
