@@ -1,7 +1,7 @@
 """Flux HelmRelease files in a git repository, read at two refs: the chart bump a gate judges.
 
 A lab's Renovate opens a pull request that changes a HelmRelease's chart version (a one-line
-bump) or its values. ``sides(repo, under, base, head)`` reads every YAML file under ``under`` at
+bump) or its values. ``bump(repo, base, head, under)`` reads every YAML file under ``under`` at
 both refs (``git show``, no checkout: the working tree is never touched), finds the HelmReleases
 (``helm.toolkit.fluxcd.io/v2``) of the stack's charts — kyverno, zot, pocket-id — with their
 sources (``HelmRepository`` or, through ``spec.chartRef``, ``OCIRepository``), and gives for each
@@ -109,16 +109,21 @@ def releases(docs: dict[str, list[Any]], ref: str = "") -> dict[str, Release]:
             where = f"{file}{' at ' + ref if ref else ''}"
             md, spec = d.get("metadata") or {}, d.get("spec") or {}
             name, ns = md.get("name", "?"), md.get("namespace", "default")
+            rel = _release(where, name, ns, spec, sources)
+            if rel is None:
+                continue  # another chart: not the gate's business
             if d.get("apiVersion") != HELMRELEASE:
                 raise ScenarioError(f"{where}: HelmRelease {name}: apiVersion {d.get('apiVersion')}: expected {HELMRELEASE}",
                                     fix="migrate the release to helm.toolkit.fluxcd.io/v2 (Flux 2.3 and later)")
-            rel = _release(where, name, ns, spec, sources)
-            if rel is None:
-                continue
             if rel.component in found:
                 raise ScenarioError(f"{where}: HelmRelease {name}: a second {rel.chart} release (the first: {found[rel.component].file})")
             found[rel.component] = rel
     return found
+
+
+def _exact(version: str, field: str) -> None:
+    if not version or any(c in version for c in "<>=~^*x| "):
+        raise ScenarioError(f"{field}: {version or 'missing'}: the gate needs an exact version", fix="pin the chart version (Renovate bumps it)")
 
 
 def _release(where: str, name: str, ns: str, spec: dict[str, Any], sources: dict) -> Release | None:
@@ -131,21 +136,17 @@ def _release(where: str, name: str, ns: str, spec: dict[str, Any], sources: dict
             raise ScenarioError(f"{where}: HelmRelease {name}: spec.chartRef: no {key[0]} {key[1]}/{key[2]} in the files read")
         url = (src.get("spec") or {}).get("url", "")
         chart = url.rstrip("/").rsplit("/", 1)[-1]
-        tag = ((src.get("spec") or {}).get("ref") or {})
-        version = str(tag.get("tag") or tag.get("semver") or "")
         if chart not in CHARTS:
             return None
-        if not version:
-            raise ScenarioError(f"{src['file']}: OCIRepository {key[2]}: spec.ref.tag: the chart version is needed")
+        version = str(((src.get("spec") or {}).get("ref") or {}).get("tag") or "")
+        _exact(version, f"{src['file']}: OCIRepository {key[2]}: spec.ref.tag")
         return Release(where, name, ns, chart, version, "/".join(key), url, values)
     chart_spec = ((spec.get("chart") or {}).get("spec") or {})
     chart = chart_spec.get("chart", "")
     if chart not in CHARTS:
         return None
     version = str(chart_spec.get("version") or "")
-    if not version or any(c in version for c in "<>=~^*x| "):
-        raise ScenarioError(f"{where}: HelmRelease {name}: spec.chart.spec.version: {version or 'missing'}: the gate needs an exact version",
-                            fix="pin the chart version (Renovate bumps it)")
+    _exact(version, f"{where}: HelmRelease {name}: spec.chart.spec.version")
     sref = chart_spec.get("sourceRef") or {}
     key = (sref.get("kind", ""), sref.get("namespace", ns), sref.get("name", ""))
     url = ((sources.get(key) or {}).get("spec") or {}).get("url", "")
@@ -169,8 +170,9 @@ class Bump:
                 out.append({"component": comp, "what": "chart", "from": b.chart_version, "to": h.chart_version})
             if b.app_version != h.app_version:
                 out.append({"component": comp, "what": "version", "from": b.app_version, "to": h.app_version})
-            for path in sorted(set(_flat(b.values)) | set(_flat(h.values))):
-                fb, fh = _flat(b.values).get(path), _flat(h.values).get(path)
+            vb, vh = _flat(b.values), _flat(h.values)
+            for path in sorted(set(vb) | set(vh)):
+                fb, fh = vb.get(path), vh.get(path)
                 if fb != fh:
                     out.append({"component": comp, "what": f"values.{path}", "from": _show(fb), "to": _show(fh)})
         return out

@@ -26,20 +26,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from labgate.errors import ScenarioError, UsageError
-from labgate.scenario import NAME_RE, Scenario, load_scenario, read_yaml, validate
+from labgate.scenario import NAME_RE, Scenario, _Strict, load_scenario, read_yaml, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = "scenarios/matrix.yaml"
 WORKFLOW = ".github/workflows/nightly.yml"
-# the component a version override names -> the scenario's field under components
-VERSIONED = ("registry", "kubernetes", "admission", "signer", "identity")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Cell(_Strict):
@@ -76,19 +70,19 @@ def load_matrix(path: str | Path = DEFAULT) -> Matrix:
         if c.name in seen:
             raise ScenarioError(f"{path}: cells[{i}].name: {c.name!r} appears twice")
         seen.add(c.name)
-        base = ROOT if not Path(c.scenario).is_absolute() else None
-        if not ((base / c.scenario) if base else Path(c.scenario)).is_file():
+        if not (ROOT / c.scenario).is_file():
             raise ScenarioError(f"{path}: cells[{i}].scenario: no such scenario file {c.scenario}", fix="name a file under scenarios/")
         try:
-            cell_scenario(c, base=base)
+            cell_scenario(c)
         except ScenarioError as exc:
             raise ScenarioError(f"{path}: cells[{i}]: {exc.message}", fix=exc.fix) from None
     return m
 
 
-def cell_scenario(cell: Cell, base: Path | None = ROOT) -> Scenario:
-    """The cell's scenario: its file with the cell's arch and versions applied."""
-    sc = load_scenario((base / cell.scenario) if base else cell.scenario)
+def cell_scenario(cell: Cell) -> Scenario:
+    """The cell's scenario: its file (relative to the repository, or absolute) with the cell's arch
+    and versions applied."""
+    sc = load_scenario(ROOT / cell.scenario)
     comps = sc.components
     updates: dict[str, Any] = {}
     for name, version in cell.versions.items():

@@ -46,7 +46,7 @@ def test_a_cell_overrides_versions_and_arch(tmp_path):
     m = tmp_path / "m.yaml"
     m.write_text(yaml.safe_dump({"cells": [{"name": "k", "scenario": str(ROOT / "scenarios/local.yaml"), "arch": "arm64",
                                             "versions": {"admission": "v1.18.2", "kubernetes": "v1.35.4"}}]}))
-    sc = matrix.cell_scenario(matrix.load_matrix(m).cells[0], base=None)
+    sc = matrix.cell_scenario(matrix.load_matrix(m).cells[0])
     assert (sc.arch, sc.components.admission.version, sc.components.kubernetes.version) == ("arm64", "v1.18.2", "v1.35.4")
     assert sc.name == "local@k"
 
