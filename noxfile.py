@@ -15,6 +15,8 @@ STOP = {"interrupt_timeout": 120.0, "terminate_timeout": 60.0}
 # what the default local stack needs; the first run builds them, later runs reuse the cache
 COMPONENTS = ("distribution", "cosign", "etcd", "kube-apiserver", "kyverno", "pocket-id", "allure", "actionlint")
 # what a kind cluster built offline needs on top (shared/reference/kind-offline.md)
+# the other versions the gate's tests bump from (tests/test_gate_run.py; the gate would build them itself)
+GATE_TOOLS = ("kyverno@v1.18.2", "distribution@v3.0.0")
 KIND_TOOLS = ("kind", "helm", "kube-node", "etcd-node", "coredns", "kyverno-images", "dockerd", "debootstrap", "busybox", "jq")
 # the cells `nox -s tests` runs, in order: (scenario, suites, extra tools); LABGATE_CELLS selects
 CELLS = {
@@ -65,6 +67,7 @@ def tests(session: nox.Session) -> None:
     cells = _cells()
     _install(session)
     session.install("nox")
+    session.run("labgate", "tools", "install", "--strict", *GATE_TOOLS)
     session.run("pytest", "tests/", "-m", "not kind", *session.posargs, **STOP)
     for cell in cells:
         scenario, suites, tools = CELLS[cell]
@@ -98,6 +101,14 @@ def mutation(session: nox.Session) -> None:
     """Deliberately wrong stacks (suites/mutations.yaml): the tests that must flip do, and no others."""
     _install(session)
     session.run("python", "-m", "labgate.mutate", "--scenario", SCENARIO, *session.posargs, **STOP)
+
+
+@nox.session
+def gate(session: nox.Session) -> None:
+    """The chart-bump gate: `-- --from A.yaml --to B.yaml` (or `-- --helmreleases DIR --base REF --head REF`);
+    exit 0 passes, 16 + (1 regressions, 2 survival failures, 4 availability gaps) fails."""
+    _install(session)  # the versions each side names are obtained by the gate itself, before anything starts
+    session.run("labgate", "gate", *session.posargs, **STOP)
 
 
 @nox.session

@@ -174,6 +174,32 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return matrix.run(m, args.cell, Path(args.reports), args.pytest_args)
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    from labgate import gate
+
+    if args.helmreleases:
+        if args.from_ or args.to:
+            raise UsageError("--helmreleases takes the versions from git: give --base and --head, not --from/--to")
+        if not (args.base and args.head):
+            raise UsageError("--helmreleases needs --base REF and --head REF")
+        from labgate import gitops
+
+        bump = gitops.bump(args.helmreleases, args.base, args.head, args.under)
+        for ch in bump.changes():
+            print(f"labgate gate: {' '.join(f'{k}={v}' for k, v in ch.items())}", file=sys.stderr)
+        dest = Path(args.reports) / "gate-scenarios"
+        base = Path(args.scenario)
+        from_path = gate.scenario_for_release(base, bump.versions("base"), dest, f"base-{args.base}".replace("/", "-"))
+        to_path = gate.scenario_for_release(base, bump.versions("head"), dest, f"head-{args.head}".replace("/", "-"))
+        label = f"{args.helmreleases} {args.base}..{args.head}"
+    else:
+        if not (args.from_ and args.to):
+            raise UsageError("labgate gate needs --from SCENARIO and --to SCENARIO (or --helmreleases DIR --base REF --head REF)")
+        from_path, to_path, label = args.from_, args.to, ""
+    return gate.run(from_path, to_path, provider=args.provider, reports=args.reports, suites=args.suites or None,
+                    pytest_args=args.pytest_args, label=label)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="labgate", description="end-to-end conformance harness for zot + Pocket ID + Kyverno + cosign")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -227,6 +253,20 @@ def build_parser() -> argparse.ArgumentParser:
     mpage.add_argument("--reports", default="reports/matrix")
     for sp in (mrun, mren, mpage):
         sp.set_defaults(func=cmd_matrix)
+
+    g = sub.add_parser("gate", help="the chart-bump gate: baseline at FROM, seeded state, upgrade in place under probes, candidate at TO, the diff")
+    g.add_argument("--from", dest="from_", metavar="SCENARIO", help="the stack as it is (a scenario file)")
+    g.add_argument("--to", metavar="SCENARIO", help="the stack after the bump (a scenario file)")
+    g.add_argument("--provider", choices=["local", "kind"], default=None, help="run both sides on this provider")
+    g.add_argument("--helmreleases", metavar="DIR", help="a git repository holding Flux HelmRelease files (instead of --from/--to)")
+    g.add_argument("--base", metavar="REF", help="with --helmreleases: the ref as it is")
+    g.add_argument("--head", metavar="REF", help="with --helmreleases: the ref with the bump")
+    g.add_argument("--under", default=".", help="with --helmreleases: the folder holding them")
+    g.add_argument("--scenario", default="scenarios/local.yaml", help="with --helmreleases: the stack the versions apply to")
+    g.add_argument("--suites", action="append", default=[], metavar="PATH", help="suites to judge (repeatable; default: suites/)")
+    g.add_argument("--reports", default="reports")
+    g.add_argument("pytest_args", nargs="*", help="extra pytest arguments for both suite runs")
+    g.set_defaults(func=cmd_gate)
     return p
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from labgate.errors import ScenarioError, UsageError
 from labgate.scenario import NAME_RE, Scenario, _Strict, load_scenario, read_yaml, validate
@@ -34,6 +34,7 @@ from labgate.scenario import NAME_RE, Scenario, _Strict, load_scenario, read_yam
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = "scenarios/matrix.yaml"
 WORKFLOW = ".github/workflows/nightly.yml"
+BUMP_WORKFLOW = ".github/workflows/chart-bump.yml"
 
 
 class Cell(_Strict):
@@ -43,12 +44,29 @@ class Cell(_Strict):
     arch: Literal["amd64", "arm64"] | None = None
     versions: dict[Literal["registry", "kubernetes", "admission", "signer", "identity"], str] = Field(
         default={}, description="component -> version, over the scenario's")
-    upgrade: Literal["none"] = Field(default="none", description="the upgrade path (none; previous minor -> pinned comes with the gate)")
+    upgrade: Literal["none", "gate"] = Field(default="none", description="none, or gate: `labgate gate` from upgrade_from to the cell's versions")
+    upgrade_from: dict[Literal["registry", "kubernetes", "admission", "signer", "identity"], str] = Field(
+        default={}, description="with upgrade: gate, the versions the stack starts at (e.g. the previous minor)")
     runner: str = Field(default="ubuntu-24.04", description="the CI runner label of the cell's job")
+
+    @model_validator(mode="after")
+    def _upgrade_has_a_start(self) -> "Cell":
+        if (self.upgrade == "gate") != bool(self.upgrade_from):
+            raise ValueError("upgrade_from: set it (the versions to upgrade from) exactly when upgrade is gate")
+        return self
+
+
+class ChartBump(_Strict):
+    """The pull-request gate: which HelmRelease files a lab keeps where."""
+
+    paths: list[str] = Field(default=["clusters/**/*.yaml"], min_length=1, description="paths whose change runs the gate")
+    under: str = Field(default="clusters", description="the folder the gate reads HelmReleases from")
+    scenario: str = Field(default="scenarios/local.yaml", description="the stack the releases' versions apply to")
 
 
 class Matrix(_Strict):
     schedule: str = Field(default="17 3 * * *", description="cron of the nightly workflow (UTC)")
+    chart_bump: ChartBump = ChartBump()
     python: str = "3.12"
     cells: list[Cell] = Field(min_length=1)
     source: str = Field(default="<memory>", exclude=True)
@@ -79,13 +97,14 @@ def load_matrix(path: str | Path = DEFAULT) -> Matrix:
     return m
 
 
-def cell_scenario(cell: Cell) -> Scenario:
+def cell_scenario(cell: Cell, start: bool = False) -> Scenario:
     """The cell's scenario: its file (relative to the repository, or absolute) with the cell's arch
-    and versions applied."""
+    and versions applied (``start``: the versions an upgrade cell starts from)."""
     sc = load_scenario(ROOT / cell.scenario)
     comps = sc.components
     updates: dict[str, Any] = {}
-    for name, version in cell.versions.items():
+    versions = {**cell.versions, **(cell.upgrade_from if start else {})}
+    for name, version in versions.items():
         comp = getattr(comps, name)
         if comp is None:
             raise ScenarioError(f"versions.{name}: the scenario {cell.scenario} has no components.{name}")
@@ -117,10 +136,21 @@ def run(m: Matrix, names: list[str], reports: Path, pytest_args: list[str] = ())
         run_id = f"{c.name}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}"
         print(f"labgate matrix: cell {c.name}: {' '.join(c.suites)} --scenario {c.scenario}" + (f" {c.versions}" if c.versions else ""),
               file=sys.stderr, flush=True)
-        code = subprocess.call([sys.executable, "-m", "pytest", *c.suites, "--scenario", str(scenario), "--labgate-reports", str(d),
-                                "--labgate-run-id", run_id, *pytest_args], cwd=ROOT)
+        extra: dict[str, Any] = {}
+        if c.upgrade == "gate":
+            start = d / "from.yaml"
+            start.write_text(scenario_yaml(cell_scenario(c, start=True)))
+            code = subprocess.call([sys.executable, "-m", "labgate.cli", "gate", "--from", str(start), "--to", str(scenario), "--reports", str(d),
+                                    *[a for s in c.suites for a in ("--suites", s)], *pytest_args], cwd=ROOT)
+            gates = sorted(d.glob("gate-2*/gate.json"), key=lambda p: p.stat().st_mtime)
+            if gates:  # the column shows the candidate's verdicts; the gate's own page is linked
+                run_id = f"{gates[-1].parent.name}/candidate"
+                extra = {"gate": f"{gates[-1].parent.name}/index.html", "gate_result": json.loads(gates[-1].read_text())["result"]}
+        else:
+            code = subprocess.call([sys.executable, "-m", "pytest", *c.suites, "--scenario", str(scenario), "--labgate-reports", str(d),
+                                    "--labgate-run-id", run_id, *pytest_args], cwd=ROOT)
         host = f"{platform.system()} {platform.release()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        (d / "cell.json").write_text(json.dumps({"cell": c.name, "run_id": run_id, "exit": code, "host": host}))
+        (d / "cell.json").write_text(json.dumps({"cell": c.name, "run_id": run_id, "exit": code, "host": host, **extra}))
         worst = max(worst, code)
     page = write_page(reports)
     print(f"labgate matrix: cross-cell page {page}", file=sys.stderr)
@@ -247,10 +277,40 @@ def render_nightly(m: Matrix) -> str:
     return f"# generated from {DEFAULT} by `labgate matrix render`; do not edit (a test compares the two)\n" + text
 
 
+def render_chart_bump(m: Matrix) -> str:
+    """.github/workflows/chart-bump.yml: on a pull request that touches HelmRelease files, the gate
+    between the pull request's base and head, its report uploaded whatever the verdict."""
+    cb = m.chart_bump
+    gate = (f"pip install nox\nnox -s gate -- --helmreleases . --base \"$BASE\" --head \"$HEAD\" --under {cb.under} "
+            f"--scenario {cb.scenario}")
+    workflow = {
+        "name": "chart-bump",
+        "on": {"pull_request": {"paths": list(cb.paths)}},
+        "permissions": {"contents": "read"},
+        "jobs": {
+            "gate": {
+                "name": "labgate gate",
+                "runs-on": "ubuntu-24.04",
+                "timeout-minutes": 120,
+                "steps": [
+                    {"uses": "actions/checkout@v4", "with": {"fetch-depth": 0}},
+                    {"uses": "actions/setup-python@v5", "with": {"python-version": m.python}},
+                    {"name": "labgate gate", "env": {"BASE": "${{ github.event.pull_request.base.sha }}",
+                                                     "HEAD": "${{ github.event.pull_request.head.sha }}"}, "run": gate},
+                    {"name": "gate report", "if": "always()", "uses": "actions/upload-artifact@v4",
+                     "with": {"name": "gate-report", "path": "reports/", "if-no-files-found": "warn"}},
+                ],
+            },
+        },
+    }
+    text = yaml.dump(workflow, Dumper=_WorkflowDumper, sort_keys=False, width=200).replace("'on':", "on:")
+    return f"# generated from {DEFAULT} by `labgate matrix render`; do not edit (a test compares the two)\n" + text
+
+
 def render(m: Matrix, root: Path = ROOT, check: bool = False) -> list[str]:
     """Write (or with ``check`` compare) the workflows; returns the files that differ."""
     out = []
-    for rel, text in ((WORKFLOW, render_nightly(m)),):
+    for rel, text in ((WORKFLOW, render_nightly(m)), (BUMP_WORKFLOW, render_chart_bump(m))):
         p = root / rel
         if not p.exists() or p.read_text() != text:
             out.append(rel)

@@ -51,6 +51,12 @@ class RegistryComponent(_Strict):
             raise ValueError("must not be empty")
         return v
 
+    @model_validator(mode="after")
+    def _version_names_a_kind(self) -> "RegistryComponent":
+        if self.version is not None and self.kind == "auto":
+            raise ValueError("version: a version needs an explicit kind (zot or distribution)")
+        return self
+
 
 class ToolComponent(_Strict):
     """A helper program the suites drive (the official conformance program)."""
@@ -265,6 +271,13 @@ class KindSettings(_Strict):
     keep: bool = Field(default=False, description="keep the cluster after the run (labgate prints how to attach and delete it)")
 
 
+class GateSettings(_Strict):
+    """What ``labgate gate`` allows when this scenario is the upgrade's target."""
+
+    max_gap_seconds: dict[Literal["default", "pull", "oidc", "admission-signed", "admission-unsigned"], float] = Field(
+        default={}, description="probe -> the longest run of failed availability probes the upgrade may cause (default 60)")
+
+
 class Scenario(_Strict):
     name: str
     description: str | None = None
@@ -279,6 +292,7 @@ class Scenario(_Strict):
     existing: Existing | None = None
     kind: KindSettings | None = None
     budgets: dict[str, float] = Field(default={}, description="phase -> seconds (stack-up, teardown, suite:oci, ...): over budget warns, naming the phase")
+    gate: GateSettings | None = None
 
     # where the file came from; not part of the YAML
     source: str = Field(default="<memory>", exclude=True)

@@ -71,6 +71,7 @@ class Stack:
     repository: str = ""  # read-only stacks: the repository the scenario names for pulls
     cluster: str = ""  # kind: the cluster's name
     provider_data: dict[str, Any] = field(default_factory=dict)  # what a provider needs to tear down (engine, releases)
+    tools: dict[str, str] = field(default_factory=dict)  # programs the suites drive -> the scenario's name@version
     state_file: str = ""
 
     # ----------------------------------------------------------------------------------------
@@ -90,6 +91,10 @@ class Stack:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    def tool(self, name: str) -> str:
+        """The toolchain reference (``name`` or ``name@version``) of a program the suites run."""
+        return self.tools.get(name, name)
 
     def has(self, capability: str) -> bool:
         return capability in self.capabilities

@@ -32,13 +32,29 @@ def test_the_committed_workflow_equals_the_rendered_one():
     assert [c["cell"] for c in job["strategy"]["matrix"]["include"]] == [c.name for c in m.cells]
     assert wf[True if True in wf else "on"]["schedule"][0]["cron"] == m.schedule
     assert wf["jobs"]["page"]["needs"] == "cell"
+    bump = yaml.safe_load((ROOT / matrix.BUMP_WORKFLOW).read_text())
+    assert bump[True if True in bump else "on"]["pull_request"]["paths"] == m.chart_bump.paths
+    run = next(s["run"] for s in bump["jobs"]["gate"]["steps"] if "run" in s)
+    assert f"nox -s gate -- --helmreleases . --base \"$BASE\" --head \"$HEAD\" --under {m.chart_bump.under}" in run
+
+
+def test_an_upgrade_cell_starts_from_its_previous_versions(tmp_path):
+    m = matrix.load_matrix(ROOT / "scenarios" / "matrix.yaml")
+    c = m.cell("local-kyverno-upgrade")
+    assert matrix.cell_scenario(c, start=True).components.admission.version == "v1.18.2"
+    assert matrix.cell_scenario(c).components.admission.version == "v1.19.0"
+    bad = tmp_path / "m.yaml"
+    bad.write_text(yaml.safe_dump({"cells": [{"name": "u", "scenario": "scenarios/local.yaml", "upgrade": "gate"}]}))
+    with pytest.raises(ScenarioError) as exc:
+        matrix.load_matrix(bad)
+    assert "upgrade_from" in exc.value.render()
 
 
 def test_actionlint_passes_on_the_workflows():
     tool = toolchain.resolve("actionlint")
     if not tool.available:
         pytest.skip(f"actionlint not available: {tool.reason} (fix: labgate tools install actionlint)")
-    out = subprocess.run([tool.path, "-no-color", str(ROOT / matrix.WORKFLOW)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    out = subprocess.run([tool.path, "-no-color", str(ROOT / matrix.WORKFLOW), str(ROOT / matrix.BUMP_WORKFLOW)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

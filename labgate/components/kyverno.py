@@ -81,6 +81,21 @@ def install_crds(api, crds: Path, *, abort=None) -> None:
     wait_established(api, abort=abort)
 
 
+def apply_crds(api, crds: Path, *, abort=None) -> None:
+    """Kyverno's CRDs of another version over the ones a running apiserver serves: server-side
+    apply, conflicts forced (too large for a client-side apply's annotation; what ``helm upgrade``
+    needs done first, since helm never upgrades CRDs), then established."""
+    import yaml
+    from kubernetes import dynamic
+
+    crd_api = dynamic.DynamicClient(api).resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
+    for f in crd_files(crds):
+        for doc in yaml.safe_load_all(f.read_text()):
+            if doc:
+                crd_api.server_side_apply(body=doc, field_manager="labgate", force_conflicts=True)
+    wait_established(api, abort=abort)
+
+
 def wait_established(api, *, abort=None, timeout: float = 60.0) -> None:
     from kubernetes import client as kclient
 

@@ -112,23 +112,70 @@ class Teardown:
         return self.done
 
 
+# the scenario field (under components) that names the version of what each tool provides
+VERSION_FIELDS = {
+    "zot": "registry", "distribution": "registry", "kube-apiserver": "kubernetes", "kube-node": "kubernetes",
+    "kyverno": "admission", "kyverno-images": "admission", "cosign": "signer", "oci-conformance": "conformance",
+    "pocket-id": "identity",
+}
+
+
+def tool_ref(scenario: "Scenario", tool: str) -> str:
+    """``tool@version`` when the scenario names another version than the toolchain's pin for what
+    ``tool`` provides, else ``tool``: versions are data, obtained on demand and cached by version."""
+    from labgate.toolchain.specs import TOOLS
+
+    field_name = VERSION_FIELDS.get(tool)
+    comp = getattr(scenario.components, field_name) if field_name else None
+    version = getattr(comp, "version", None) if comp is not None else None
+    if field_name == "registry" and comp.kind not in ("auto", tool):
+        version = None
+    if not version:
+        return tool
+    pin = TOOLS[tool].version
+    if pin.startswith("v") and not version.startswith("v"):
+        version = "v" + version
+    return tool if version == pin else f"{tool}@{version}"
+
+
+SUITE_TOOLS = ("cosign", "oci-conformance")
+
+
+def suite_tools(scenario: "Scenario") -> dict[str, str]:
+    """What the stack records of the scenario's versions of the programs the suites run."""
+    return {t: tool_ref(scenario, t) for t in SUITE_TOOLS}
+
+
+def obtain(scenario: "Scenario", tool: str, *, arch: str | None = None, build: bool = True) -> "toolchain.Resolved":
+    """The scenario's version of ``tool`` (built on demand when ``build``); an unobtainable one is
+    one error naming the scenario field and the registry's own answer."""
+    from labgate import toolchain
+    from labgate.errors import StackError
+
+    ref = tool_ref(scenario, tool)
+    found = toolchain.install(ref, arch=arch) if build else toolchain.resolve(ref, arch=arch)
+    if not found.available and "@" in ref:
+        raise StackError(f"{scenario.source}: components.{VERSION_FIELDS[tool]}.version: {ref} cannot be obtained: {found.reason}")
+    return found
+
+
 def choose_registry(scenario: "Scenario", arch: str | None = None) -> tuple[str, "toolchain.Resolved"]:
     """Which registry the scenario gets, and its binary (for ``arch``): zot when asked for, or with
     ``kind: auto`` when a zot binary can be had; CNCF distribution otherwise. A ZOT_BIN that names
     no working binary is an error, never a silent fall-back to distribution."""
     from labgate import toolchain
     from labgate.errors import StackError
-    from labgate.toolchain.specs import variant
 
     want = scenario.components.registry.kind
-    zot = toolchain.resolve("zot", arch=arch)
-    if os.environ.get(variant("zot", arch=arch).env) and not zot.available:
+    zref = tool_ref(scenario, "zot")
+    zot = toolchain.resolve(zref, arch=arch)
+    if os.environ.get(toolchain.spec(zref, arch).env) and not zot.available:
         raise StackError(f"registry: {zot.reason}")
     if want == "zot" or (want == "auto" and zot.available):
         if not zot.available:
             raise StackError(f"registry: {zot.reason}")
         return "zot", zot
-    dist = toolchain.install("distribution", arch=arch)
+    dist = obtain(scenario, "distribution", arch=arch)
     if not dist.available:
         raise StackError(f"registry: {dist.reason}")
     return "distribution", dist

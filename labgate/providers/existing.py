@@ -21,6 +21,7 @@ import requests
 from labgate import redact
 from labgate.abilities import KUBECONFIG, Handle, Health
 from labgate.errors import ScenarioError, StackError
+from labgate.providers.base import suite_tools
 from labgate.scenario import Scenario, Secret
 from labgate.stack import Stack, host_arch
 
@@ -78,7 +79,7 @@ class ExistingProvider:
         stack = Stack(run_id=self.run_id, scenario=sc.source, scenario_name=sc.name, provider=self.name,
                       arch=host_arch() if sc.arch == "auto" else sc.arch, run_dir=str(run_dir), report_dir=str(self.report_dir),
                       owner_pid=os.getpid(), registry_url=url, registry_ref_host=reg.image_host or "", read_only=True,
-                      repository=reg.repository, detached=self.detached)
+                      repository=reg.repository, detached=self.detached, tools=suite_tools(sc))
         caps = {"registry", "registry.read", "registry.auth"}
         if reg.username:
             stack.credentials[reg.username] = read_secret(reg, "existing.registry", sc)

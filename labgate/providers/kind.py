@@ -43,8 +43,8 @@ from labgate.components import registry as reg
 from labgate.errors import StackError
 from labgate.kind import charts, engine as engines, nodeimage
 from labgate.process import free_port, kube_retry, wait_until
-from labgate.providers.base import Teardown, choose_registry, robot_credentials
-from labgate.providers.local import _register_run, _unregister_run, _write_teardown_record, check_versions
+from labgate.providers.base import Teardown, choose_registry, obtain, robot_credentials, suite_tools, tool_ref
+from labgate.providers.local import _register_run, _unregister_run, _write_teardown_record
 from labgate.scenario import KindSettings, Scenario
 from labgate.stack import ComponentState, Stack, host_arch, proc_ticks
 
@@ -162,14 +162,19 @@ class KindProvider:
         arch = host_arch() if sc.arch == "auto" else sc.arch
         if host_arch() != "amd64":
             raise StackError(f"{sc.source}: provider: kind here builds amd64 nodes only (this host is {host_arch()})")
-        check_versions(sc)
+        if tool_ref(sc, "kube-node") != "kube-node":
+            raise StackError(f"{sc.source}: components.kubernetes.version: {sc.components.kubernetes.version}: a kind node image here "
+                             f"carries the etcd and CoreDNS its kubeadm lists, prepared for {toolchain.TOOLS['kube-node'].version} only",
+                             fix=f"remove it, or set it to {toolchain.TOOLS['kube-node'].version} (another Kubernetes version runs on the local provider)")
         t0 = time.monotonic()
         kind_tool = self._cluster_tool()
         helm = self._tool("helm")
         kube = self._tool("kube-node")
-        kyv = self._tool("kyverno-images") if sc.components.admission is not None else None
+        kyv = obtain(sc, "kyverno-images") if sc.components.admission is not None else None
+        if kyv is not None and not kyv.available:
+            raise StackError(f"kind: kyverno-images: {kyv.reason}")
         reg_kind, reg_tool = self._registry_tool()
-        pid_tool = toolchain.resolve("pocket-id") if sc.components.identity is not None else None
+        pid_tool = toolchain.resolve(tool_ref(sc, "pocket-id")) if sc.components.identity is not None else None
         if pid_tool is not None and not pid_tool.available and os.environ.get(toolchain.TOOLS["pocket-id"].env):
             raise StackError(f"identity: {pid_tool.reason}")
         toolchain_seconds = round(time.monotonic() - t0, 3)
@@ -185,6 +190,7 @@ class KindProvider:
                       detached=self.detached, cluster=name)
         self.stack = stack
         stack.timings["toolchain"] = toolchain_seconds
+        stack.tools = suite_tools(sc)
         if pid_tool is not None and not pid_tool.available:
             stack.skipped_components["pocket-id"] = pid_tool.reason
         robot_credentials(stack, sc)

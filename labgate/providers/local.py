@@ -35,7 +35,7 @@ from labgate.abilities import CREDENTIALS, KUBECONFIG, LIFECYCLE, LOGS, PAUSE, H
 from labgate.components import registry as reg
 from labgate.errors import StackError
 from labgate.process import Managed, free_port, pid_alive, stop_pid, wait_until
-from labgate.providers.base import Teardown, choose_registry, robot_credentials
+from labgate.providers.base import Teardown, choose_registry, obtain, robot_credentials, suite_tools, tool_ref
 from labgate.scenario import Scenario
 from labgate.stack import ComponentState, Stack, host_arch, proc_ticks
 
@@ -197,7 +197,6 @@ class LocalProvider:
         arch = host_arch() if sc.arch == "auto" else sc.arch
         cross = arch if arch != host_arch() else None  # GOARCH builds run under qemu-user (labgate.binfmt)
         self.arch = cross
-        check_versions(sc)
         if sc.components.kubernetes is not None:
             # the Kubernetes client takes a second to import: let it load while the binaries are found
             threading.Thread(target=_import_kubernetes, name="labgate-import", daemon=True).start()
@@ -225,6 +224,7 @@ class LocalProvider:
         )
         self.stack = stack
         stack.timings["toolchain"] = toolchain_seconds
+        stack.tools = suite_tools(sc)
         self.teardown.add("logs", lambda: _copy_logs(_current(stack).components, str(self.report_dir)))
         robot_credentials(stack, sc)
         registry_port = free_port()
@@ -270,7 +270,7 @@ class LocalProvider:
         names = (["etcd", "kube-apiserver"] if comps.kubernetes is not None else []) + (["kyverno"] if comps.admission is not None else [])
         tools = {}
         for n in names:
-            tools[n] = toolchain.install(n, arch=self.arch)
+            tools[n] = obtain(self.scenario, n, arch=self.arch)
             if not tools[n].available:
                 raise StackError(f"{n}: {tools[n].reason}")
         return tools
@@ -281,12 +281,11 @@ class LocalProvider:
         from labgate.components import pocketid as pid
 
         assert self._run_dir is not None
-        from labgate.toolchain.specs import variant
-
-        tool = toolchain.resolve("pocket-id", arch=self.arch)
+        ref = tool_ref(self.scenario, "pocket-id")
+        tool = toolchain.resolve(ref, arch=self.arch)
         if not tool.available:
             stack.skipped_components["pocket-id"] = tool.reason
-            if os.environ.get(variant("pocket-id", arch=self.arch).env):
+            if os.environ.get(toolchain.spec(ref, self.arch).env):
                 raise StackError(f"identity: {tool.reason}")
             return
         d = self._run_dir / "pocket-id"
@@ -514,6 +513,85 @@ class LocalProvider:
         with self._lock:
             self.stack.timings[f"start:{name}"] = state.start_seconds
         return state
+
+    # ------------------------------------------------------------------------------------------
+    # the gate (labgate.gate): upgrade in place
+
+    def _tools_for(self, sc: Scenario) -> dict[str, toolchain.Resolved]:
+        arch = host_arch() if sc.arch == "auto" else sc.arch
+        saved, self.scenario, self.arch = (self.scenario, self.arch), sc, (arch if arch != host_arch() else None)
+        try:
+            kind, reg_tool = choose_registry(sc, self.arch)
+            return {"registry": reg_tool, **self._kube_tools()}
+        finally:
+            self.scenario, self.arch = saved
+
+    def prepare_upgrade(self, to: Scenario) -> None:
+        """Every binary ``to`` needs, obtained before the baseline starts (one clear error, nothing started)."""
+        self._upgrade_tools = self._tools_for(to)
+
+    def upgrade(self, to: Scenario, progress=lambda m: None) -> list[dict[str, object]]:
+        """Each component whose binary differs in ``to`` is stopped, swapped, its config re-rendered
+        from ``to`` and started again on its ports with its data kept, in dependency order (registry,
+        etcd, kube-apiserver, Kyverno, whose new CRDs are applied server-side before it starts)."""
+        assert self.stack is not None
+        tools = getattr(self, "_upgrade_tools", None) or self._tools_for(to)
+        stack, handle = self.stack, LocalHandle(self.stack)
+        done: list[dict[str, object]] = []
+        for name in ("registry", "etcd", "kube-apiserver", "kyverno"):
+            new = tools.get(name)
+            try:
+                c = _current(stack).component(name)
+            except KeyError:
+                continue
+            if new is None or (new.path == c.path and new.version == c.version):
+                continue
+            t0 = time.monotonic()
+            progress(f"upgrade {name}: {c.reported_version or c.version} -> {new.reported_version or new.version}")
+            handle.stop(name)
+            cmd = [new.path, *c.cmd[1:]]
+            if name == "registry":
+                self._render_registry_config(stack, to, c)
+            if name == "kyverno":
+                from labgate.components import kyverno as kv
+
+                adm = to.components.admission
+                assert adm is not None
+                cmd = kv.command(new.path, kubeconfig=stack.kubeconfig, webhook_port=c.ports["webhook"], metrics_port=c.ports["metrics"],
+                                 cache_ttl=adm.cache_ttl)
+                from kubernetes import config as kconfig
+
+                kv.apply_crds(kconfig.new_client_from_config(stack.kubeconfig), self._kyverno_crds(new), abort=self._aborted)
+            handle._mark(name, cmd=cmd, path=new.path, version=new.version, reported_version=new.reported_version, source=new.source)
+            handle.start(name, timeout=3 * HEALTH_TIMEOUT)
+            done.append({"component": name, "from": c.version, "to": new.version, "reported": new.reported_version,
+                         "seconds": round(time.monotonic() - t0, 2)})
+        self.scenario = to
+
+        def retarget(st: Stack) -> None:
+            st.scenario, st.scenario_name, st.tools = to.source, to.name, suite_tools(to)
+
+        Stack.update(stack.state_file, retarget)
+        retarget(stack)
+        return done
+
+    def _render_registry_config(self, stack: Stack, sc: Scenario, c: ComponentState) -> None:
+        """The registry's config file rendered again, from ``sc``, at the path its command names."""
+        cfg = Path(c.cmd[-1])
+        d = cfg.parent
+        port = c.ports["http"]
+        if stack.registry_kind == "zot":
+            doc = json.loads(cfg.read_text())
+            oidc = {}
+            if (d / "oidc-credentials.json").exists():
+                oidc = {"issuer": stack.issuer_url, "oidc_credentials_path": str(d / "oidc-credentials.json"),
+                        "session_keys_path": str(d / "session-keys.json")}
+            cfg.write_text(reg.dumps(reg.render_zot_config(sc, address="127.0.0.1", port=port, root_dir=doc["storage"]["rootDirectory"],
+                                                           htpasswd_path=stack.registry_htpasswd, **oidc)))
+        else:
+            cfg.write_text(reg.render_distribution_config(sc, address="127.0.0.1", port=port, root_dir=str(d / "data"),
+                                                          htpasswd_path=stack.registry_htpasswd,
+                                                          http_secret=stack.password("registry:http-secret")))
 
     # ------------------------------------------------------------------------------------------
     def logs(self) -> dict[str, str]:
@@ -794,29 +872,6 @@ def _unregister_run(run_id: str) -> None:
         (_runs_dir() / f"{run_id}.json").unlink()
 
 
-def check_versions(sc: Scenario) -> None:
-    """A scenario may name a component's version; this labgate builds its pinned versions only."""
-    comps = sc.components
-    wanted = [
-        ("registry", comps.registry.kind if comps.registry.kind != "auto" else None, comps.registry.version),
-        ("conformance", "oci-conformance", comps.conformance.version),
-        ("kubernetes", "kube-apiserver", comps.kubernetes.version if comps.kubernetes else None),
-        ("admission", "kyverno", comps.admission.version if comps.admission else None),
-        ("signer", "cosign", comps.signer.version if comps.signer else None),
-    ]
-    for field, tool_name, version in wanted:
-        if version is None:
-            continue
-        if tool_name is None:
-            raise StackError(f"{sc.source}: components.registry.version: a version needs an explicit kind (zot or distribution)")
-        pin = toolchain.TOOLS[tool_name].version
-        if version.lstrip("v") != pin.lstrip("v"):
-            raise StackError(
-                f"{sc.source}: components.{field}.version: {version} is not available: this labgate pins {tool_name} {pin}",
-                fix=f"set it to {pin} or remove it (set {toolchain.TOOLS[tool_name].env} to use another build)",
-            )
-
-
 def _port_clash(m: Managed) -> str | None:
     try:
         text = m.log.read_text(errors="replace")
@@ -832,4 +887,4 @@ def stop_stack(stack: Stack) -> list[dict[str, object]]:
     return LocalHandle(stack).teardown()
 
 
-__all__ = ["LocalProvider", "LocalHandle", "healthy", "stop_stack", "check_versions"]
+__all__ = ["LocalProvider", "LocalHandle", "healthy", "stop_stack"]

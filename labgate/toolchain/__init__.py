@@ -10,6 +10,6 @@ available (the registry's own refusal).
 from __future__ import annotations
 
 from labgate.toolchain.specs import TOOLS, Tool, tool
-from labgate.toolchain.resolve import Resolved, resolve, resolve_all, install, cache_root
+from labgate.toolchain.resolve import Resolved, resolve, resolve_all, install, cache_root, spec
 
-__all__ = ["TOOLS", "Tool", "tool", "Resolved", "resolve", "resolve_all", "install", "cache_root"]
+__all__ = ["TOOLS", "Tool", "tool", "Resolved", "resolve", "resolve_all", "install", "cache_root", "spec"]

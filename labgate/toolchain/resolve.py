@@ -131,7 +131,7 @@ def _env_override(t: Tool) -> Resolved | None:
 
 def resolve(name: str, *, arch: str | None = None) -> Resolved:
     """Find a component (``name`` or ``name@version``) without building anything."""
-    t = _variant(name, arch)
+    t = spec(name, arch)
     env = _env_override(t)
     if env is not None:
         return env
@@ -315,7 +315,8 @@ def _npm(t: Tool, m: Npm, log: Path) -> tuple[bool, str]:
     return True, str(target)
 
 
-def _variant(name: str, arch: str | None) -> Tool:
+def spec(name: str, arch: str | None = None) -> Tool:
+    """The recipe for ``name`` or ``name@version``, for ``arch`` (its variable, cache directory)."""
     from labgate.toolchain.specs import tool, variant
 
     t = tool(name)
@@ -325,7 +326,7 @@ def _variant(name: str, arch: str | None) -> Tool:
 def install(name: str, *, force: bool = False, arch: str | None = None) -> Resolved:
     """Obtain a component (``name``, ``name@version``; ``arch`` for a cross build) if it is not
     already available (a second call builds nothing)."""
-    t = _variant(name, arch)
+    t = spec(name, arch)
     env = _env_override(t)
     if env is not None:
         return env  # an explicit variable is used as it is, or reported; never rebuilt around

@@ -426,10 +426,12 @@ def variant(name: str, *, version: str | None = None, arch: str | None = None) -
                 if name == "helm":
                     changes["ldflags"] = helm_ldflags(version)
                 methods.append(replace(m, **changes))
-            elif isinstance(m, (GoInstall, GoWrapper)):
-                methods.append(m)  # a pseudo-version of its own (pocket-id): not derivable
-        t = replace(t, version=version, methods=tuple(methods), path_names=(),
-                    env=f"{t.env}_{version.lstrip('v').replace('.', '_')}")
+            elif isinstance(m, Apt) and version.lstrip("v").startswith(m.version_prefix):
+                methods.append(m)
+            # a pseudo-version of its own (pocket-id) names one release: no other version derives from it
+        env = f"{t.env}_{version.lstrip('v').replace('.', '_')}"
+        t = replace(t, version=version, methods=tuple(methods), path_names=(), env=env,
+                    unavailable=t.unavailable.replace(t.env, env) if methods else f"set {env} to a {t.binary} {version} binary")
     if arch and arch != host_arch():
         t = replace(t, goarch=arch, env=f"{t.env}_{arch.upper()}", path_names=(),
                     methods=tuple(m for m in t.methods if isinstance(m, (GoInstall, GoWrapper))),

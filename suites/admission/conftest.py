@@ -207,9 +207,9 @@ def cosign(stack: Stack, *args: str, robot: str = "readonly-robot", home=None, e
 
     from labgate import toolchain
 
-    tool = toolchain.resolve("cosign")
+    tool = toolchain.resolve(stack.tool("cosign"))
     if not tool.available:
-        pytest.skip(f"cosign not available: {tool.reason} (fix: labgate tools install cosign)")
+        pytest.skip(f"cosign not available: {tool.reason} (fix: labgate tools install {stack.tool('cosign')})")
     run_env = {**os.environ, "COSIGN_PASSWORD": "", **({"HOME": str(home)} if home else {}), **(env or {})}
     cmd = [tool.path, *args, "--allow-http-registry", "--registry-username", robot, "--registry-password", stack.password(robot)]
     return subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=120)
