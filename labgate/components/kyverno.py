@@ -96,6 +96,26 @@ def apply_crds(api, crds: Path, *, abort=None) -> None:
     wait_established(api, abort=abort)
 
 
+def wait_leases_renewed(api, since: float, timeout: float = 60.0) -> None:
+    """Kyverno's leader leases renewed after ``since`` (epoch seconds): a control-plane disruption
+    is over for its leader election too (a renewal failing longer than the renew deadline ends the
+    process)."""
+    import datetime as dt
+
+    from kubernetes import client as kclient
+
+    from labgate.process import kube_retry, wait_until
+
+    coord = kclient.CoordinationV1Api(api)
+    after = dt.datetime.fromtimestamp(since, dt.timezone.utc)
+
+    def renewed() -> bool:
+        leases = [lease for lease in coord.list_namespaced_lease(NAMESPACE).items if lease.spec.holder_identity]
+        return bool(leases) and all(lease.spec.renew_time and lease.spec.renew_time > after for lease in leases)
+
+    wait_until(renewed, timeout=timeout, what="Kyverno's leases renewed after the disruption", interval=0.5, retry_on=kube_retry())
+
+
 def wait_established(api, *, abort=None, timeout: float = 60.0) -> None:
     from kubernetes import client as kclient
 

@@ -538,34 +538,30 @@ class LocalProvider:
         tools = getattr(self, "_upgrade_tools", None) or self._tools_for(to)
         stack, handle = self.stack, LocalHandle(self.stack)
         done: list[dict[str, object]] = []
+        changed = []
         for name in ("registry", "etcd", "kube-apiserver", "kyverno"):
             new = tools.get(name)
             try:
                 c = _current(stack).component(name)
             except KeyError:
                 continue
-            if new is None or (new.path == c.path and new.version == c.version):
-                continue
-            t0 = time.monotonic()
-            progress(f"upgrade {name}: {c.reported_version or c.version} -> {new.reported_version or new.version}")
-            handle.stop(name)
-            cmd = [new.path, *c.cmd[1:]]
-            if name == "registry":
-                self._render_registry_config(stack, to, c)
-            if name == "kyverno":
-                from labgate.components import kyverno as kv
+            if new is not None and (new.path != c.path or new.version != c.version):
+                changed.append((name, c, new))
+        control_plane = any(n in CONTROL_PLANE for n, _, _ in changed) and any(c.name == "kyverno" for c in _current(stack).components)
+        with contextlib.ExitStack() as supervision:
+            if control_plane:
+                # Kyverno exits when it loses the apiserver (its leader election); a kubelet would start it again
+                supervision.enter_context(handle.supervised("kyverno", "a leader-elected controller exits when it cannot renew its lease while the control plane is swapped, and is restarted"))
+            for name, c, new in changed:
+                if name == "kyverno" and control_plane:
+                    supervision.close()  # the supervisor's restarts end before Kyverno itself is swapped
+                done.append(self._swap(stack, handle, to, name, c, new, progress))
+                if name == "kube-apiserver" and control_plane:
+                    from kubernetes import config as kconfig
 
-                adm = to.components.admission
-                assert adm is not None
-                cmd = kv.command(new.path, kubeconfig=stack.kubeconfig, webhook_port=c.ports["webhook"], metrics_port=c.ports["metrics"],
-                                 cache_ttl=adm.cache_ttl)
-                from kubernetes import config as kconfig
+                    from labgate.components import kyverno as kv
 
-                kv.apply_crds(kconfig.new_client_from_config(stack.kubeconfig), self._kyverno_crds(new), abort=self._aborted)
-            handle._mark(name, cmd=cmd, path=new.path, version=new.version, reported_version=new.reported_version, source=new.source)
-            handle.start(name, timeout=3 * HEALTH_TIMEOUT)
-            done.append({"component": name, "from": c.version, "to": new.version, "reported": new.reported_version,
-                         "seconds": round(time.monotonic() - t0, 2)})
+                    kv.wait_leases_renewed(kconfig.new_client_from_config(stack.kubeconfig), time.time(), timeout=3 * HEALTH_TIMEOUT)
         self.scenario = to
 
         def retarget(st: Stack) -> None:
@@ -574,6 +570,31 @@ class LocalProvider:
         Stack.update(stack.state_file, retarget)
         retarget(stack)
         return done
+
+    def _swap(self, stack: Stack, handle: "LocalHandle", to: Scenario, name: str, c: ComponentState, new: toolchain.Resolved,
+              progress) -> dict[str, object]:
+        """One component stopped, its binary swapped, its config rendered from ``to``, started again."""
+        t0 = time.monotonic()
+        progress(f"upgrade {name}: {c.reported_version or c.version} -> {new.reported_version or new.version}")
+        cmd = [new.path, *c.cmd[1:]]
+        if name == "kyverno":
+            from kubernetes import config as kconfig
+
+            from labgate.components import kyverno as kv
+
+            adm = to.components.admission
+            assert adm is not None
+            cmd = kv.command(new.path, kubeconfig=stack.kubeconfig, webhook_port=c.ports["webhook"], metrics_port=c.ports["metrics"],
+                             cache_ttl=adm.cache_ttl)
+            # the new CRDs first, while the old Kyverno still serves (helm's order: CRDs, then the release)
+            kv.apply_crds(kconfig.new_client_from_config(stack.kubeconfig), self._kyverno_crds(new), abort=self._aborted)
+        handle.stop(name)
+        if name == "registry":
+            self._render_registry_config(stack, to, c)
+        handle._mark(name, cmd=cmd, path=new.path, version=new.version, reported_version=new.reported_version, source=new.source)
+        handle.start(name, timeout=3 * HEALTH_TIMEOUT)
+        return {"component": name, "from": c.version, "to": new.version, "reported": new.reported_version,
+                "seconds": round(time.monotonic() - t0, 2)}
 
     def _render_registry_config(self, stack: Stack, sc: Scenario, c: ComponentState) -> None:
         """The registry's config file rendered again, from ``sc``, at the path its command names."""

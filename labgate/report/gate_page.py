@@ -8,7 +8,7 @@ from typing import Any
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:14px;vertical-align:top}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:14px;vertical-align:top;max-width:520px;overflow-wrap:anywhere}
 th{background:#f3f3f3}.ok{background:#e6f4e6}.bad{background:#fbe3e3}.na{color:#777}.warn{background:#fff4d6}
 .verdict{font-size:20px;padding:8px 12px;display:inline-block;border-radius:4px}
 code{font-size:13px}
@@ -55,6 +55,16 @@ def _timeline(probes: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _diff_table(rows: list[dict[str, Any]], empty: str) -> str:
+    if not rows:
+        return f"<p>{escape(empty)}</p>"
+    return ("<table><tr><th>test</th><th>change</th><th>baseline</th><th>candidate</th><th>message</th></tr>"
+            + "".join(f"<tr class='{CHANGE_CLASS[r['change']]}'><td><code>{escape(r['nodeid'])}</code></td><td>{r['change']}</td>"
+                      f"<td>{escape(r['before'])}</td><td>{escape(r['after'])}</td><td>{escape(r['message'][:300]) if r['change'] != 'same' else ''}</td></tr>"
+                      for r in rows)
+            + "</table>")
+
+
 def write_page(record: dict[str, Any], out: Path) -> Path:
     probes = record.get("probes") or {}
     good = record["exit_code"] == 0
@@ -85,11 +95,9 @@ def write_page(record: dict[str, Any], out: Path) -> Path:
             "<h2>Verdicts: baseline → candidate</h2><p>" + ", ".join(f"{escape(k)} {v}" for k, v in sorted(counts.items()))
             + " · <a href='baseline/index.html'>baseline report</a> · <a href='candidate/index.html'>candidate report</a> · "
             "<a href='gate.json'>gate.json</a></p>",
-            "<table><tr><th>test</th><th>change</th><th>baseline</th><th>candidate</th><th>message</th></tr>"
-            + "".join(f"<tr class='{CHANGE_CLASS[r['change']]}'><td><code>{escape(r['nodeid'])}</code></td><td>{r['change']}</td>"
-                      f"<td>{escape(r['before'])}</td><td>{escape(r['after'])}</td><td>{escape(r['message'][:300]) if r['change'] != 'same' else ''}</td></tr>"
-                      for r in diff)
-            + "</table>",
+            _diff_table([r for r in diff if r["change"] != "same"], "no test changed its verdict"),
+            f"<details><summary>{counts.get('same', 0)} tests with the same verdict on both sides</summary>"
+            + _diff_table([r for r in diff if r["change"] == "same"], "none") + "</details>",
             "<h2>Phases (seconds)</h2><table>" + "".join(f"<tr><td>{escape(k)}</td><td>{v}</td></tr>" for k, v in (record.get("phases") or {}).items())
             + "</table>"]
     page = out / "index.html"

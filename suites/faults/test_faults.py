@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from labgate import abilities
+from labgate.components import kyverno as kv
 from labgate.clients.oci import OciClient
 from labgate.process import kube_retry, wait_until
 from suites.admission.conftest import admitted, denied_with
@@ -42,20 +43,7 @@ def _admits_again(adm, ns, img, timeout: float = 90.0, unsigned=None) -> None:
 
 
 def _leases_renewed(adm, since: float, timeout: float = 60.0) -> None:
-    """Kyverno's leader leases renewed after ``since``: the fault is over for its leader election
-    too (a renewal that failed for longer than the renew deadline ends the process)."""
-    import datetime as dt
-
-    from kubernetes import client as kclient
-
-    coord = kclient.CoordinationV1Api(adm.api)
-    after = dt.datetime.fromtimestamp(since, dt.timezone.utc)
-
-    def renewed() -> bool:
-        leases = [lease for lease in coord.list_namespaced_lease("kyverno").items if lease.spec.holder_identity]
-        return bool(leases) and all(lease.spec.renew_time and lease.spec.renew_time > after for lease in leases)
-
-    wait_until(renewed, timeout=timeout, what="Kyverno's leases renewed after the fault", interval=0.5, retry_on=kube_retry())
+    kv.wait_leases_renewed(adm.api, since, timeout)
 
 
 # ----------------------------------------------------------------------------------------------
