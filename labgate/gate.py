@@ -158,8 +158,11 @@ class ProbeResult:
 
 
 class Probes:
-    """One thread per probe, each probing again PROBE_INTERVAL after its last answer (every probe
-    has a short timeout of its own), from start() to stop()."""
+    """Each probe started every PROBE_INTERVAL on a fixed cadence, from start() to stop(), whatever
+    one answer takes (up to IN_FLIGHT of a kind at once, each with a short timeout of its own), so
+    a slow answer under load does not lower the rate; each result is timed at its start."""
+
+    IN_FLIGHT = 3
 
     def __init__(self, checks: dict[str, Callable[[], str | None]]):
         self.checks = checks
@@ -167,6 +170,7 @@ class Probes:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._pending: list[threading.Thread] = []
         self.t0 = 0.0
 
     def start(self) -> None:
@@ -176,22 +180,34 @@ class Probes:
             t.start()
             self._threads.append(t)
 
+    def _one(self, name: str, check: Callable[[], str | None], t: float) -> None:
+        try:
+            problem = check()
+        except Exception as exc:  # noqa: BLE001 - a probe's failure is a result, whatever it is
+            problem = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self.results.append(ProbeResult(name, round(t, 3), problem is None, _short(problem or "")))
+
     def _loop(self, name: str, check: Callable[[], str | None]) -> None:
+        tick = 0
+        running: list[threading.Thread] = []
         while not self._stop.is_set():
-            t = time.monotonic() - self.t0
-            try:
-                problem = check()
-            except Exception as exc:  # noqa: BLE001 - a probe's failure is a result, whatever it is
-                problem = f"{type(exc).__name__}: {exc}"
-            with self._lock:
-                self.results.append(ProbeResult(name, round(t, 3), problem is None, _short(problem or "")))
-            self._stop.wait(PROBE_INTERVAL)
+            running = [r for r in running if r.is_alive()]
+            if len(running) < self.IN_FLIGHT:
+                r = threading.Thread(target=self._one, args=(name, check, time.monotonic() - self.t0), daemon=True)
+                r.start()
+                running.append(r)
+                with self._lock:
+                    self._pending.append(r)
+            tick += 1
+            self._stop.wait(max(0.0, self.t0 + tick * PROBE_INTERVAL - time.monotonic()))
 
     def stop(self) -> float:
         self._stop.set()
-        for t in self._threads:
+        seconds = time.monotonic() - self.t0
+        for t in [*self._threads, *self._pending]:
             t.join(timeout=30)
-        return time.monotonic() - self.t0
+        return seconds
 
 
 def _short(text: str, n: int = 300) -> str:
