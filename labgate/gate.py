@@ -274,8 +274,8 @@ def _robots(sc: Scenario) -> tuple[str, str]:
 
 def seed(stack, sc: Scenario, key) -> Seeded:
     """Images pushed by the CI robot and signed both ways, a second tag, the referrers that come
-    with a bundle, an unsigned image; with Pocket ID, its users, clients and signing keys (the
-    policy comes just before the upgrade: seed_policy)."""
+    with a bundle, an unsigned image (the policy, and Pocket ID's users, clients and signing keys,
+    are taken just before the upgrade)."""
     from labgate import images, signing
     from labgate.clients.oci import OciClient
 
@@ -290,9 +290,6 @@ def seed(stack, sc: Scenario, key) -> Seeded:
     refs, _ = signing.list_referrers(ci, SEED_REPO, digest)
     s = Seeded(repo=SEED_REPO, digest=digest, tags={"v1": digest, "stable": digest}, unsigned=unsigned,
                key_pem=key.public_pem().decode(), legacy_signature=str(legacy), referrers=sorted(r["digest"] for r in refs))
-    if stack.issuer_url:
-        s.jwks_kids = _jwks_kids(stack)
-        s.identity = _identity_snapshot(stack)
     return s
 
 
@@ -597,7 +594,9 @@ def run(from_path: str, to_path: str, *, provider: str | None = None, reports: s
         record["phases"]["baseline-suites"] = round(time.monotonic() - t0, 2)
         if stack.kubeconfig and a.components.admission is not None:
             seed_policy(stack, a, seeded)
-            record["seeded"] = asdict(seeded)
+        if stack.issuer_url:  # as the upgrade finds them (the suites add and remove their own clients)
+            seeded.jwks_kids, seeded.identity = _jwks_kids(stack), _identity_snapshot(stack)
+        record["seeded"] = asdict(seeded)
         probes = Probes(probes_for(stack, a, seeded))
         probes.start()
         t0 = time.monotonic()
