@@ -263,13 +263,14 @@ class Seeded:
 
 
 def _robots(sc: Scenario) -> tuple[str, str]:
-    robots = [r.name for r in sc.identities.robots]
-    ci = next((r.name for r in sc.identities.robots if "robots" in r.groups), robots[0] if robots else "")
-    reader = (sc.components.admission.pull_robot if sc.components.admission else None) or \
-        next((r.name for r in sc.identities.robots if "readers" in r.groups), ci)
+    """The CI robot the gate seeds as, and the robot that reads (as Kyverno does)."""
+    from labgate.providers.base import reading_robot
+
+    robots = sc.identities.robots
+    ci = next((r.name for r in robots if "robots" in r.groups), robots[0].name if robots else "")
     if not ci:
         raise ScenarioError(f"{sc.source}: identities.robots: the gate seeds images as a robot", fix="declare a CI robot")
-    return ci, reader
+    return ci, reading_robot(sc) or ci
 
 
 def seed(stack, sc: Scenario, key) -> Seeded:

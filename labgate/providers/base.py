@@ -181,6 +181,15 @@ def choose_registry(scenario: "Scenario", arch: str | None = None) -> tuple[str,
     return "distribution", dist
 
 
+def reading_robot(scenario: "Scenario") -> str | None:
+    """The robot Kyverno (and a pod's pull secret) reads the registry as: the scenario's
+    pull_robot, else a robot in the readers group, else the first robot."""
+    adm = scenario.components.admission
+    robots = scenario.identities.robots
+    return (adm.pull_robot if adm else None) or next((r.name for r in robots if "readers" in r.groups), None) \
+        or (robots[0].name if robots else None)
+
+
 def robot_credentials(stack: Stack, scenario: "Scenario") -> None:
     """A password per robot, made for this run and registered for redaction (also in basic-auth form)."""
     for robot in scenario.identities.robots:

@@ -43,7 +43,7 @@ from labgate.components import registry as reg
 from labgate.errors import StackError
 from labgate.kind import charts, engine as engines, nodeimage
 from labgate.process import free_port, kube_retry, wait_until
-from labgate.providers.base import Teardown, choose_registry, obtain, robot_credentials, suite_tools, tool_ref
+from labgate.providers.base import Teardown, choose_registry, obtain, reading_robot, robot_credentials, suite_tools, tool_ref
 from labgate.providers.local import _register_run, _unregister_run, _write_teardown_record
 from labgate.scenario import KindSettings, Scenario
 from labgate.stack import ComponentState, Stack, host_arch, proc_ticks
@@ -478,7 +478,7 @@ class KindProvider:
         chart = self._run_dir / "charts" / "kyverno"
         versions = charts.kyverno_chart(kyv.version, chart)
         stack.provider_data["kyverno_chart"] = versions
-        robot = adm.pull_robot or next((r.name for r in sc.identities.robots if "readers" in r.groups), sc.identities.robots[0].name)
+        robot = reading_robot(sc)
         core = kclient.CoreV1Api(_api(stack))
         core.create_namespaced_secret("kyverno", kclient.V1Secret(
             metadata=kclient.V1ObjectMeta(name=PULL_SECRET), type="kubernetes.io/dockerconfigjson",

@@ -35,7 +35,7 @@ from labgate.abilities import CREDENTIALS, KUBECONFIG, LIFECYCLE, LOGS, PAUSE, H
 from labgate.components import registry as reg
 from labgate.errors import StackError
 from labgate.process import Managed, free_port, pid_alive, stop_pid, wait_until
-from labgate.providers.base import Teardown, choose_registry, obtain, robot_credentials, suite_tools, tool_ref
+from labgate.providers.base import Teardown, choose_registry, obtain, reading_robot, robot_credentials, suite_tools, tool_ref
 from labgate.scenario import Scenario
 from labgate.stack import ComponentState, Stack, host_arch, proc_ticks
 
@@ -183,6 +183,7 @@ class LocalProvider:
         self._abort = threading.Event()
         self._side: _Side | None = None
         self.arch: str | None = None  # another architecture than the host's, run under qemu-user
+        self._upgrade_tools: dict[str, toolchain.Resolved] = {}  # labgate gate: the target's binaries, obtained first
 
     # ------------------------------------------------------------------------------------------
     def up(self) -> Stack:
@@ -195,7 +196,7 @@ class LocalProvider:
     def _up(self) -> Stack:
         sc = self.scenario
         arch = host_arch() if sc.arch == "auto" else sc.arch
-        cross = arch if arch != host_arch() else None  # GOARCH builds run under qemu-user (labgate.binfmt)
+        cross = _cross(sc)  # GOARCH builds run under qemu-user (labgate.binfmt)
         self.arch = cross
         if sc.components.kubernetes is not None:
             # the Kubernetes client takes a second to import: let it load while the binaries are found
@@ -203,7 +204,7 @@ class LocalProvider:
         # every binary first: a missing one is one clear error before anything starts
         t0 = time.monotonic()
         kind, reg_tool = choose_registry(sc, cross)
-        kube_tools = self._kube_tools()
+        kube_tools = self._kube_tools(sc, cross)
         toolchain_seconds = round(time.monotonic() - t0, 3)
         if cross:
             from labgate import binfmt
@@ -265,12 +266,13 @@ class LocalProvider:
         return [p for c in (self.stack.components if self.stack else []) for p in c.ports.values()]
 
     # ------------------------------------------------------------------------------------------
-    def _kube_tools(self) -> dict[str, toolchain.Resolved]:
-        comps = self.scenario.components
+    @staticmethod
+    def _kube_tools(sc: Scenario, arch: str | None) -> dict[str, toolchain.Resolved]:
+        comps = sc.components
         names = (["etcd", "kube-apiserver"] if comps.kubernetes is not None else []) + (["kyverno"] if comps.admission is not None else [])
         tools = {}
         for n in names:
-            tools[n] = obtain(self.scenario, n, arch=self.arch)
+            tools[n] = obtain(sc, n, arch=arch)
             if not tools[n].available:
                 raise StackError(f"{n}: {tools[n].reason}")
         return tools
@@ -467,8 +469,7 @@ class LocalProvider:
         sc = self.scenario
         adm = sc.components.admission
         assert adm is not None
-        robot = adm.pull_robot or next((r.name for r in sc.identities.robots if "readers" in r.groups), None) \
-            or (sc.identities.robots[0].name if sc.identities.robots else None)
+        robot = reading_robot(sc)
         if robot is None:
             raise StackError(f"{sc.source}: identities.robots: Kyverno needs a robot to read the registry", fix="declare a read-only robot")
         api = kconfig.new_client_from_config(stack.kubeconfig)
@@ -518,13 +519,8 @@ class LocalProvider:
     # the gate (labgate.gate): upgrade in place
 
     def _tools_for(self, sc: Scenario) -> dict[str, toolchain.Resolved]:
-        arch = host_arch() if sc.arch == "auto" else sc.arch
-        saved, self.scenario, self.arch = (self.scenario, self.arch), sc, (arch if arch != host_arch() else None)
-        try:
-            kind, reg_tool = choose_registry(sc, self.arch)
-            return {"registry": reg_tool, **self._kube_tools()}
-        finally:
-            self.scenario, self.arch = saved
+        _, reg_tool = choose_registry(sc, _cross(sc))
+        return {"registry": reg_tool, **self._kube_tools(sc, _cross(sc))}
 
     def prepare_upgrade(self, to: Scenario) -> None:
         """Every binary ``to`` needs, obtained before the baseline starts (one clear error, nothing started)."""
@@ -535,7 +531,7 @@ class LocalProvider:
         from ``to`` and started again on its ports with its data kept, in dependency order (registry,
         etcd, kube-apiserver, Kyverno, whose new CRDs are applied server-side before it starts)."""
         assert self.stack is not None
-        tools = getattr(self, "_upgrade_tools", None) or self._tools_for(to)
+        tools = self._upgrade_tools or self._tools_for(to)
         stack, handle = self.stack, LocalHandle(self.stack)
         done: list[dict[str, object]] = []
         changed = []
@@ -853,6 +849,12 @@ class LocalHandle(Handle):
         _write_teardown_record(st.report_dir, done)
         _unregister_run(st.run_id)
         return done
+
+
+def _cross(sc: Scenario) -> str | None:
+    """The scenario's architecture when it is not the host's (its binaries run under qemu-user)."""
+    arch = host_arch() if sc.arch == "auto" else sc.arch
+    return arch if arch != host_arch() else None
 
 
 def _import_kubernetes() -> None:
