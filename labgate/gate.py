@@ -255,6 +255,7 @@ class Seeded:
     referrers: list[str]
     namespace: str = ""
     policy: str = ""
+    policy_kinds: list[str] = field(default_factory=list)  # the seeded policy exists once per kind
     jwks_kids: list[str] = field(default_factory=list)
     identity: dict[str, list[str]] = field(default_factory=dict)
 
@@ -296,23 +297,29 @@ def seed(stack, sc: Scenario, key) -> Seeded:
 
 def seed_policy(stack, sc: Scenario, s: Seeded) -> None:
     """The policy the upgrade must keep: the scenario's, trusting the seed key, for the seeded
-    repositories, Ready. It lives from just before the upgrade to just after the survival checks:
-    under failurePolicy Fail it would change what the suites' own Kyverno-down cases see."""
+    repositories, Ready, of the first policy kind the scenario names (the kind the lab holds
+    before the upgrade; the suites run every kind). It lives from just before the upgrade to just
+    after the survival checks: under failurePolicy Fail it would change what the suites' own
+    Kyverno-down cases see."""
     from labgate.components import kyverno as kv
 
     base = sc.signing.policy
     adm = _admission(stack)
     s.namespace = s.namespace or adm.namespace("gate")
-    body = kv.render_cluster_policy(name=POLICY, image_references=[f"{stack.image_host}/zeroclaw/gate-*"], public_keys=[s.key_pem],
-                                    failure_policy=base.failure_policy, verify_type="Cosign", timeout_seconds=5)
-    adm.apply_policy(body)
+    for kind in base.kinds[:1]:
+        body = kv.POLICY_KINDS[kind].render(name=POLICY, image_references=[f"{stack.image_host}/zeroclaw/gate-*"],
+                                            public_keys=[s.key_pem], failure_policy=base.failure_policy, verify_type="Cosign",
+                                            timeout_seconds=5)
+        adm.apply_policy(body)
+        s.policy_kinds.append(kind)
     s.policy = POLICY
 
 
 def drop_policy(stack, s: Seeded) -> None:
     if s.policy:
         adm = _admission(stack)
-        adm.delete_policy(s.policy)
+        for kind in s.policy_kinds:
+            adm.delete_policy(s.policy, kind)
         adm.drop_namespace(s.namespace)
 
 
@@ -460,7 +467,7 @@ def survival(stack, sc: Scenario, s: Seeded, key) -> list[dict[str, str]]:
     else:
         na("Pocket ID users, clients and JWKS", "no identity provider in this stack (set POCKET_ID_BIN)")
     if stack.kubeconfig and s.policy:
-        check("every ClusterPolicy Ready", lambda: _policies_ready(stack))
+        check("every policy Ready (ClusterPolicy, ImageValidatingPolicy)", lambda: _policies_ready(stack, s))
         check("no webhook configuration points at a missing endpoint", lambda: _webhooks_answer(stack))
     if stack.has("cluster.nodes"):
         na("the signed Deployment was not restarted", "the kind in-place upgrade is not built yet")
@@ -469,15 +476,19 @@ def survival(stack, sc: Scenario, s: Seeded, key) -> list[dict[str, str]]:
     return rows
 
 
-def _policies_ready(stack) -> str | None:
+def _policies_ready(stack, s: Seeded) -> str | None:
     from labgate.components import kyverno as kv
 
     adm = _admission(stack)
-    items = adm.custom.list_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", _request_timeout=10)["items"]
-    bad = [p["metadata"]["name"] for p in items if not kv.policy_ready(p.get("status"))]
-    if POLICY not in {p["metadata"]["name"] for p in items}:
-        return f"{POLICY} is gone"
-    return f"not Ready: {bad}" if bad else None
+    problems = []
+    for kind in kv.POLICY_KINDS:
+        items = adm.policies(kind)
+        bad = [p["metadata"]["name"] for p in items if not kv.POLICY_KINDS[kind].ready(p)]
+        if kind in s.policy_kinds and POLICY not in {p["metadata"]["name"] for p in items}:
+            problems.append(f"{kind} {POLICY} is gone")
+        if bad:
+            problems.append(f"{kind} not Ready: {bad}")
+    return "; ".join(problems) or None
 
 
 def _webhooks_answer(stack) -> str | None:

@@ -171,8 +171,11 @@ class Access(_Strict):
 
 
 class SigningPolicy(_Strict):
-    """The ClusterPolicy every admission test starts from (tests vary one field at a time)."""
+    """The policy every admission test starts from (tests vary one field at a time). ``kinds``: the
+    Kyverno policy kinds the admission and rotation cases run under, each case once per kind
+    (ClusterPolicy verifyImages is deprecated since Kyverno 1.17; ImageValidatingPolicy replaces it)."""
 
+    kinds: list[Literal["ClusterPolicy", "ImageValidatingPolicy"]] = ["ClusterPolicy", "ImageValidatingPolicy"]
     type: Literal["Cosign", "SigstoreBundle"] = "Cosign"
     count: int | None = Field(default=1, ge=1)
     failure_action: Literal["Enforce", "Audit"] = "Enforce"
@@ -182,6 +185,15 @@ class SigningPolicy(_Strict):
     required: bool = True
     use_cache: bool = False
     timeout_seconds: int = Field(default=15, ge=1, le=30)
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one policy kind (ClusterPolicy, ImageValidatingPolicy)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"each policy kind once: {v}")
+        return v
 
 
 class Signing(_Strict):

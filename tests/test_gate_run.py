@@ -69,7 +69,7 @@ def test_a_kyverno_chart_bump_from_two_git_refs_passes_the_gate(tmp_path):
     assert set(rates) >= {"pull", "admission-signed", "admission-unsigned"} and min(rates.values()) >= 2.0, rates
     assert not [g for g in rec["probes"]["gaps"] if g["probe"] == "pull"], "the registry is not touched by a Kyverno upgrade"
     assert not [r for r in rec["survival"] if r["result"] == "FAILED"], rec["survival"]
-    assert {r["check"] for r in rec["survival"] if r["result"] == "ok"} >= {"cosign v3 bundle verifies with the seed key", "every ClusterPolicy Ready"}
+    assert {r["check"] for r in rec["survival"] if r["result"] == "ok"} >= {"cosign v3 bundle verifies with the seed key", "every policy Ready (ClusterPolicy, ImageValidatingPolicy)"}
     assert not [r for r in rec["diff"] if r["change"] == "regressed"]
     assert len(rec["diff"]) >= 20
 
@@ -94,8 +94,9 @@ def test_a_broken_candidate_fails_the_gate_naming_the_regressed_tests(tmp_path):
                            "--suites", "suites/admission/test_admission.py")
     assert code == 17, f"exit {code}: {err[-2000:]}"
     regressed = {r["nodeid"].split("::")[-1] for r in rec["diff"] if r["change"] == "regressed"}
-    assert {"test_a3_unsigned_is_denied", "test_a4_signed_by_another_key_is_denied"} <= regressed, regressed
-    assert "REGRESSED suites/admission/test_admission.py::test_a3_unsigned_is_denied" in err
+    want = {f"{t}[{k}]" for t in ("test_a3_unsigned_is_denied", "test_a4_signed_by_another_key_is_denied") for k in ("cpol", "ivpol")}
+    assert want <= regressed, regressed
+    assert "REGRESSED suites/admission/test_admission.py::test_a3_unsigned_is_denied[cpol]" in err
     assert rec["result"] == "regressions"
 
 

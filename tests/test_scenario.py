@@ -35,6 +35,8 @@ EXPECTED = {
     "large-index-range.yaml": "options.oci.large_index_manifests: input should be greater than or equal to 2",
     "duplicate-suite.yaml": "suites: suite 'oci' is listed twice",
     "signing-unknown-key.yaml": "signing.ci_key: 'K9' is not one of signing.keys",
+    "policy-kind-unknown.yaml": "signing.policy.kinds[1]: expected one of 'ClusterPolicy' or 'ImageValidatingPolicy' (got 'ImageVerifyPolicy')",
+    "policy-kinds-empty.yaml": "signing.policy.kinds: at least one policy kind (ClusterPolicy, ImageValidatingPolicy)",
 }
 
 

@@ -113,16 +113,18 @@ class Admission:
         return True
 
     def apply_policy(self, policy: dict[str, Any], timeout: float = 120.0) -> float:
-        """Server-side apply a ClusterPolicy (no read-then-replace, so no 409 between writers) and
-        wait until Kyverno reports Ready *for this spec*. Returns the seconds from the write to that.
+        """Server-side apply a policy (a ClusterPolicy or an ImageValidatingPolicy; no
+        read-then-replace, so no 409 between writers) and wait until Kyverno reports Ready *for
+        this spec*. Returns the seconds from the write to that.
 
         Kyverno sets no observedGeneration, and Ready stays True across an update; what does move is
-        ``status.autogen``, which its webhook controller recomputes from the spec it just put in the
-        webhook configuration (labgate.components.kyverno.status_reflects)."""
+        the status's autogen part, which Kyverno recomputes from the spec it just took in
+        (labgate.components.kyverno.status_reflects, ivp_status_reflects)."""
+        pk = kv.kind_of(policy)
         name = policy["metadata"]["name"]
         t0 = time.monotonic()
         self.custom.patch_cluster_custom_object(
-            "kyverno.io", "v1", "clusterpolicies", name, policy, field_manager="labgate", force=True,
+            pk.group, pk.version, pk.plural, name, policy, field_manager="labgate", force=True,
             _content_type="application/apply-patch+yaml",
         )
         kv.wait_policy_ready(self.custom, name, timeout=timeout, spec=policy)
@@ -132,20 +134,34 @@ class Admission:
         """Create a policy and report whether the apiserver (Kyverno's policy webhook) accepted it."""
         from kubernetes.client.rest import ApiException
 
+        pk = kv.kind_of(policy)
         try:
-            self.custom.create_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", policy)
+            self.custom.create_cluster_custom_object(pk.group, pk.version, pk.plural, policy)
         except ApiException as exc:
             return False, normalize(_api_message(exc))
         return True, ""
 
-    def delete_policy(self, name: str) -> None:
+    def delete_policy(self, name: str, kind: str = "ClusterPolicy") -> None:
         from kubernetes.client.rest import ApiException
 
+        pk = kv.POLICY_KINDS[kind]
         try:
-            self.custom.delete_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", name)
+            self.custom.delete_cluster_custom_object(pk.group, pk.version, pk.plural, name)
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def policies(self, kind: str = "ClusterPolicy") -> list[dict[str, Any]]:
+        """Every policy of ``kind`` in the cluster (an empty list where its CRD is not served)."""
+        from kubernetes.client.rest import ApiException
+
+        pk = kv.POLICY_KINDS[kind]
+        try:
+            return self.custom.list_cluster_custom_object(pk.group, pk.version, pk.plural, _request_timeout=10)["items"]
+        except ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise
 
     # ------------------------------------------------------------------------------------------
     def try_pod(self, ns: str, image: str, name: str | None = None, run: bool | None = None) -> Outcome:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -172,8 +173,30 @@ def install_secrets(api, *, registry_host: str, robot: str, password: str, webho
     for name, (c, k) in ((CA_SECRET, (ca, ca_key)), (TLS_SECRET, (cert, key))):
         secrets.append(kclient.V1Secret(metadata=kclient.V1ObjectMeta(name=name), type="kubernetes.io/tls",
                                         string_data={"tls.crt": pem_cert(c), "tls.key": pem_key(k)}))
-    with ThreadPoolExecutor(max_workers=len(secrets)) as pool:
-        list(pool.map(lambda sec: core.create_namespaced_secret(NAMESPACE, sec), secrets))
+    with ThreadPoolExecutor(max_workers=len(secrets) + 1) as pool:
+        done = [pool.submit(core.create_namespaced_secret, NAMESPACE, sec) for sec in secrets]
+        done.append(pool.submit(grant_reports_view, api))
+        for f in done:
+            f.result()
+
+
+REPORTS_SA = "kyverno-reports-controller"
+
+
+def grant_reports_view(api) -> None:
+    """Read access for the reports controller's service account, as Kyverno's chart grants it in a
+    cluster. Out of cluster nothing runs as that account, but Kyverno v1.18 checks its
+    permissions before it calls an ImageValidatingPolicy Ready (RBACPermissionsGranted, even with
+    background evaluation off): without them the policy is never Ready."""
+    from kubernetes import client as kclient
+
+    rbac = kclient.RbacAuthorizationV1Api(api)
+    name = "labgate:kyverno-reports-view"
+    rbac.create_cluster_role(kclient.V1ClusterRole(metadata=kclient.V1ObjectMeta(name=name), rules=[
+        kclient.V1PolicyRule(api_groups=["*"], resources=["*"], verbs=["get", "list", "watch"])]))
+    rbac.create_cluster_role_binding(kclient.V1ClusterRoleBinding(
+        metadata=kclient.V1ObjectMeta(name=name), role_ref=kclient.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=name),
+        subjects=[kclient.RbacV1Subject(kind="ServiceAccount", name=REPORTS_SA, namespace=NAMESPACE)]))
 
 
 def docker_config(registry_host: str, user: str, password: str) -> str:
@@ -253,6 +276,108 @@ def render_cluster_policy(
     }
 
 
+IVP_MESSAGE = "the image is not signed by a trusted key"
+
+
+def render_image_validating_policy(
+    *,
+    name: str,
+    image_references: list[str],
+    public_keys: list[str],
+    count: int | None = 1,
+    verify_type: str = "Cosign",
+    failure_action: str | None = "Enforce",
+    failure_policy: str = "Fail",
+    mutate_digest: bool | None = True,
+    verify_digest: bool = True,
+    required: bool = True,
+    use_cache: bool = False,
+    kinds: tuple[str, ...] = ("Pod",),
+    timeout_seconds: int = 15,
+    allow_insecure_registry: bool = True,
+    repository: str | None = None,
+    cosign_oci11: bool = False,
+) -> dict[str, Any]:
+    """The same verification as a policies.kyverno.io/v1 ImageValidatingPolicy (the CEL policy
+    kind that replaces ClusterPolicy verifyImages), from the same arguments.
+
+    One attestor per key; the validation counts the attestors whose key verifies every container's
+    image: ``count`` n asks for at least n, None for all of them. What ClusterPolicy has and this
+    kind has not is taken as documented for it: ``verify_type`` (a cosign v3 bundle is detected,
+    not chosen), ``use_cache`` (verification results are always cached), ``cosign_oci11`` (no such
+    switch) and ``kinds`` (Pod controllers are covered by autogen). Background evaluation is off:
+    the harness judges admission, and a background scan needs list permissions the reports
+    controller lacks out of cluster (the policy would never be Ready)."""
+    del verify_type, use_cache, cosign_oci11, kinds  # see the docstring
+    public_keys, _ = _mutated(name, list(public_keys), False)
+    attestors = []
+    for i, pem in enumerate(public_keys):
+        cosign: dict[str, Any] = {"key": {"data": pem.strip()}, "ctlog": {"insecureIgnoreTlog": True, "insecureIgnoreSCT": True}}
+        if repository:
+            cosign["source"] = {"repository": repository}
+        attestors.append({"name": f"k{i}", "cosign": cosign})
+    listed = ", ".join(f"attestors.{a['name']}" for a in attestors)
+    need = f">= {count}" if count is not None else f"== {len(attestors)}"
+    credentials: dict[str, Any] = {"secrets": [PULL_SECRET]}
+    if allow_insecure_registry:
+        credentials["allowInsecureRegistry"] = True
+    config: dict[str, Any] = {"verifyDigest": verify_digest, "required": required}
+    if mutate_digest is not None:
+        config["mutateDigest"] = mutate_digest
+    return {
+        "apiVersion": "policies.kyverno.io/v1",
+        "kind": "ImageValidatingPolicy",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "labgate"}},
+        "spec": {
+            "validationActions": ["Audit"] if failure_action == "Audit" else ["Deny"],
+            "failurePolicy": failure_policy,
+            "webhookConfiguration": {"timeoutSeconds": timeout_seconds},
+            "evaluation": {"background": {"enabled": False}},
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                                                     "resources": ["pods"]}]},
+            "matchImageReferences": [{"glob": ref} for ref in image_references],
+            "credentials": credentials,
+            "validationConfigurations": config,
+            "attestors": attestors,
+            "validations": [{
+                "expression": f"images.containers.map(image, verifyImageSignatures(image, [{listed}])).all(e, e {need})",
+                "message": IVP_MESSAGE,
+            }],
+        },
+    }
+
+
+@dataclass(frozen=True)
+class PolicyKind:
+    """A Kyverno policy kind that verifies image signatures, as the harness renders and reads it."""
+
+    kind: str
+    short: str  # the test id: cpol, ivpol
+    group: str
+    version: str
+    plural: str
+    render: Callable[..., dict[str, Any]]
+
+    def ready(self, obj: dict[str, Any]) -> bool:
+        status = obj.get("status") or {}
+        if self.kind == "ImageValidatingPolicy":
+            return bool((status.get("conditionStatus") or {}).get("ready"))
+        return policy_ready(status)
+
+    def reflects(self, obj: dict[str, Any], spec: dict[str, Any]) -> bool | None:
+        return ivp_status_reflects(obj, spec) if self.kind == "ImageValidatingPolicy" else status_reflects(obj, spec)
+
+
+CLUSTER_POLICY = PolicyKind("ClusterPolicy", "cpol", "kyverno.io", "v1", "clusterpolicies", render_cluster_policy)
+IMAGE_VALIDATING_POLICY = PolicyKind("ImageValidatingPolicy", "ivpol", "policies.kyverno.io", "v1", "imagevalidatingpolicies",
+                                     render_image_validating_policy)
+POLICY_KINDS = {k.kind: k for k in (CLUSTER_POLICY, IMAGE_VALIDATING_POLICY)}
+
+
+def kind_of(body: dict[str, Any]) -> PolicyKind:
+    return POLICY_KINDS[body.get("kind", "ClusterPolicy")]
+
+
 _RENDERED_KEYS: dict[str, list[str]] = {}
 
 
@@ -307,18 +432,40 @@ def status_reflects(obj: dict[str, Any], spec: dict[str, Any]) -> bool | None:
     return bool(want) and all(w in got for w in want)
 
 
-def wait_policy_ready(custom_api, name: str, timeout: float = 120.0, spec: dict[str, Any] | None = None) -> float:
-    """Poll a ClusterPolicy until it reports Ready and, given the ``spec`` just written, until its
-    status belongs to that spec; returns the seconds it took."""
+def ivp_status_reflects(obj: dict[str, Any], spec: dict[str, Any]) -> bool | None:
+    """Whether an ImageValidatingPolicy's status was computed from ``spec``: each autogen config
+    (the policy for Pod controllers) carries the spec's attestors and validation settings. None
+    without autogen configs."""
+    configs = ((obj.get("status") or {}).get("autogen") or {}).get("configs") or {}
+    if not configs:
+        return None
+
+    def view(s: dict[str, Any]) -> tuple:
+        keys = tuple(" ".join(str(((a.get("cosign") or {}).get("key") or {}).get("data", "")).split()) for a in s.get("attestors") or [])
+        cfg = s.get("validationConfigurations") or {}
+        return (keys, tuple(m.get("glob") for m in s.get("matchImageReferences") or []), s.get("failurePolicy", "Fail"),
+                (s.get("webhookConfiguration") or {}).get("timeoutSeconds"), cfg.get("required", True), cfg.get("verifyDigest", True),
+                cfg.get("mutateDigest", True), tuple(s.get("validationActions") or ()))
+
+    want = view(spec["spec"])
+    return all(view(c.get("spec") or {}) == want for c in configs.values())
+
+
+def wait_policy_ready(custom_api, name: str, timeout: float = 120.0, spec: dict[str, Any] | None = None,
+                      kind: PolicyKind | None = None) -> float:
+    """Poll a policy (a ClusterPolicy unless ``kind`` or ``spec`` says otherwise) until it reports
+    Ready and, given the ``spec`` just written, until its status belongs to that spec; returns the
+    seconds it took."""
     from labgate.process import kube_retry, wait_until
 
+    pk = kind or (kind_of(spec) if spec else CLUSTER_POLICY)
     t0 = time.monotonic()
 
     def ready() -> bool:
-        obj = custom_api.get_cluster_custom_object("kyverno.io", "v1", "clusterpolicies", name)
-        if not policy_ready(obj.get("status")):
+        obj = custom_api.get_cluster_custom_object(pk.group, pk.version, pk.plural, name)
+        if not pk.ready(obj):
             return False
-        return spec is None or status_reflects(obj, spec) is not False
+        return spec is None or pk.reflects(obj, spec) is not False
 
-    wait_until(ready, timeout=timeout, what=f"ClusterPolicy {name} Ready for its new spec", interval=0.1, retry_on=kube_retry())
+    wait_until(ready, timeout=timeout, what=f"{pk.kind} {name} Ready for its new spec", interval=0.1, retry_on=kube_retry())
     return time.monotonic() - t0

@@ -138,6 +138,8 @@ class KindProvider:
         self.stack: Stack | None = None
         self.engine: engines.Engine | None = None
         self._run_dir: Path | None = None
+        self._registry_values: dict[str, Any] = {}  # labgate's chart values for the registry release, for an upgrade
+        self._upgrade_tools: dict[str, toolchain.Resolved] | None = None
 
     # ------------------------------------------------------------------------------------------
     def up(self) -> Stack:
@@ -449,15 +451,15 @@ class KindProvider:
                 http_secret=http_secret)}
             caps = ["registry", "registry.distribution", "registry.auth", "registry.delete"]
         repo, tag = image.rsplit(":", 1)
-        self._helm(helm, "labgate-registry", charts.LABGATE_CHART, NAMESPACE, {
+        self._registry_values = {
             "registry": {"enabled": True, "kind": kind, "image": {"repository": repo, "tag": tag, "pullPolicy": "IfNotPresent"},
                          "service": {"type": "NodePort", "port": REGISTRY_PORT, "nodePort": REGISTRY_NODE_PORT, "clusterIP": REGISTRY_CLUSTER_IP},
                          "persistence": {"hostPath": "/var/lib/labgate/registry"},  # the content outlives a restart
                          "configFiles": config, "secretFiles": secret_files},
             "pocketId": {"enabled": False},
-        })
-        wait_until(lambda: requests.get(stack.registry_url + "/v2/", timeout=2).status_code in (200, 401), timeout=120,
-                   what=f"the registry at {stack.registry_url}", interval=0.5)
+        }
+        self._helm(helm, "labgate-registry", charts.LABGATE_CHART, NAMESPACE, self._registry_values)
+        self._wait_registry(stack)
         stack.timings["ready:registry"] = round(time.monotonic() - t0, 3)
         stack.registry_kind = kind
         stack.capabilities = sorted(set(stack.capabilities) | set(caps) | {"registry.write", "disruptive"})
@@ -475,7 +477,7 @@ class KindProvider:
         adm = sc.components.admission
         assert adm is not None and self._run_dir is not None
         t0 = time.monotonic()
-        chart = self._run_dir / "charts" / "kyverno"
+        chart = self._run_dir / "charts" / f"kyverno-{kyv.version}"
         versions = charts.kyverno_chart(kyv.version, chart)
         stack.provider_data["kyverno_chart"] = versions
         robot = reading_robot(sc)
@@ -483,10 +485,23 @@ class KindProvider:
         core.create_namespaced_secret("kyverno", kclient.V1Secret(
             metadata=kclient.V1ObjectMeta(name=PULL_SECRET), type="kubernetes.io/dockerconfigjson",
             string_data={".dockerconfigjson": kv.docker_config(stack.image_host, robot, stack.password(robot))}))
+        self._kyverno_release(stack, helm, kube, chart, images)
+        stack.timings["ready:kyverno"] = round(time.monotonic() - t0, 3)
+        stack.capabilities = sorted(set(stack.capabilities) | {"admission", "admission.kyverno"})
+        stack.components.append(ComponentState(name="kyverno", kind="kyverno", version=kyv.version, source=kyv.source, path=images["kyverno"],
+                                               reported_version=f"chart {versions['chart']}", start_seconds=stack.timings["ready:kyverno"]))
+        self._save()
+
+    def _kyverno_release(self, stack: Stack, helm: str, kube: toolchain.Resolved, chart: Path, images: dict[str, str]) -> None:
+        """Kyverno's chart installed or upgraded in place (``helm upgrade --install``): its CRDs
+        first, server-side (kyverno#5036: too large for a client-side apply's annotation; helm
+        never upgrades CRDs), then the release with these images, waited for."""
+        adm = self.scenario.components.admission
+        assert adm is not None and self._run_dir is not None
+        t0 = time.monotonic()
         split = {b: tuple(images[b].rsplit(":", 1)) for b in KYVERNO_BINARIES}
         values = charts.kyverno_values(images=split, pull_secret=PULL_SECRET, cache_ttl=adm.cache_ttl)
-        # CRDs first, server-side (kyverno#5036: too large for a client-side apply's annotation)
-        crds = self._run_dir / "kyverno-crds.yaml"
+        crds = self._run_dir / f"{chart.name}-crds.yaml"
         rendered = _run([helm, "template", "kyverno", str(chart), "-n", "kyverno", "--set", "crds.install=true"], "helm template kyverno").stdout
         docs = [d for d in yaml.safe_load_all(rendered) if isinstance(d, dict) and d.get("kind") == "CustomResourceDefinition"]
         crds.write_text(yaml.safe_dump_all(docs, sort_keys=False))
@@ -497,11 +512,90 @@ class KindProvider:
         t1 = time.monotonic()
         self._helm(helm, "kyverno", chart, "kyverno", values)
         stack.timings["chart-install:kyverno"] = round(time.monotonic() - t1, 3)
-        stack.timings["ready:kyverno"] = round(time.monotonic() - t0, 3)
-        stack.capabilities = sorted(set(stack.capabilities) | {"admission", "admission.kyverno"})
-        stack.components.append(ComponentState(name="kyverno", kind="kyverno", version=kyv.version, source=kyv.source, path=images["kyverno"],
-                                               reported_version=f"chart {versions['chart']}", start_seconds=stack.timings["ready:kyverno"]))
+
+    def _wait_registry(self, stack: Stack) -> None:
+        wait_until(lambda: requests.get(stack.registry_url + "/v2/", timeout=2).status_code in (200, 401), timeout=120,
+                   what=f"the registry at {stack.registry_url}", interval=0.5)
+
+    # the chart-bump gate: an upgrade in place ----------------------------------------------------
+    def prepare_upgrade(self, to: Scenario) -> None:
+        """What ``to`` needs, obtained before the baseline starts (one clear error, nothing started):
+        Kyverno's controller images at its version, the registry binary for its image."""
+        if tool_ref(to, "kube-node") != tool_ref(self.scenario, "kube-node"):
+            raise StackError(f"{to.source}: components.kubernetes.version: a kind node runs the Kubernetes of its node image; "
+                             "a new version is a new cluster, not an upgrade in place",
+                             fix="gate a Kubernetes bump on the local provider (--provider local), which swaps kube-apiserver and etcd")
+        tools: dict[str, toolchain.Resolved] = {}
+        if to.components.admission is not None:
+            kyv = obtain(to, "kyverno-images")
+            if not kyv.available:
+                raise StackError(f"kind: kyverno-images: {kyv.reason}")
+            tools["kyverno"] = kyv
+        kind, tool = choose_registry(to)
+        if tool.source == "apt":
+            raise StackError("registry: the kind provider needs a static distribution binary, not Debian's docker-registry",
+                             fix="labgate tools install distribution (go install), or set DISTRIBUTION_BIN")
+        tools["registry"] = tool
+        self._upgrade_tools = tools
+
+    def upgrade(self, to: Scenario, progress=lambda m: None) -> list[dict[str, object]]:
+        """Each release whose version differs in ``to`` upgraded in place with ``helm upgrade``:
+        the registry (labgate's chart, its data on the node kept), then Kyverno (its own chart from
+        the module at the new version, CRDs server-side first). Its images are built and loaded
+        into the node before anything changes."""
+        assert self.stack is not None and self.engine is not None
+        stack = self.stack
+        if self._upgrade_tools is None:
+            self.prepare_upgrade(to)
+        tools = self._upgrade_tools
+        assert tools is not None
+        helm, kube, kind_tool = self._tool("helm"), self._tool("kube-node"), self._cluster_tool()
+        done: list[dict[str, object]] = []
+        name = stack.cluster
+        reg_c = stack.component("registry")
+        new_reg = tools["registry"]
+        if new_reg.version != reg_c.version:
+            t0 = time.monotonic()
+            progress(f"upgrade registry: {reg_c.reported_version or reg_c.version} -> {new_reg.reported_version or new_reg.version} (helm upgrade labgate-registry)")
+            image = component_image(self.engine, f"labgate/{stack.registry_kind}", new_reg.version, new_reg.path, "registry")
+            self._load(kind_tool.path, name, [image])
+            repo, tag = image.rsplit(":", 1)
+            self._registry_values["registry"]["image"].update(repository=repo, tag=tag)
+            self._helm(helm.path, "labgate-registry", charts.LABGATE_CHART, NAMESPACE, self._registry_values)
+            self._wait_registry(stack)
+            done.append({"component": "registry", "from": reg_c.version, "to": new_reg.version, "how": "helm upgrade labgate-registry",
+                         "seconds": round(time.monotonic() - t0, 2)})
+            reg_c.version, reg_c.path, reg_c.reported_version, reg_c.source = new_reg.version, image, new_reg.reported_version, new_reg.source
+        kyv = tools.get("kyverno")
+        if kyv is not None:
+            ky_c = stack.component("kyverno")
+            if kyv.version != ky_c.version:
+                t0 = time.monotonic()
+                assert self._run_dir is not None
+                chart = self._run_dir / "charts" / f"kyverno-{kyv.version}"
+                versions = charts.kyverno_chart(kyv.version, chart)
+                before = stack.provider_data.get("kyverno_chart", {})
+                progress(f"upgrade kyverno: {ky_c.version} (chart {before.get('chart', '?')}) -> {kyv.version} (chart {versions['chart']}): "
+                         "images built and loaded, CRDs server-side, helm upgrade kyverno")
+                d = Path(kyv.path).parent
+                images = {b: component_image(self.engine, f"labgate/{b}", kyv.version, str(d / b), b) for b in KYVERNO_BINARIES}
+                self._load(kind_tool.path, name, list(images.values()))
+                previous, self.scenario = self.scenario, to  # the values come from ``to`` (its cache TTL)
+                try:
+                    self._kyverno_release(stack, helm.path, kube, chart, images)
+                except BaseException:
+                    self.scenario = previous
+                    raise
+                stack.provider_data["kyverno_chart"] = versions
+                done.append({"component": "kyverno", "from": ky_c.version, "to": kyv.version,
+                             "how": f"helm upgrade kyverno (chart {before.get('chart', '?')} -> {versions['chart']})",
+                             "seconds": round(time.monotonic() - t0, 2)})
+                ky_c.version, ky_c.path, ky_c.source = kyv.version, images["kyverno"], kyv.source
+                ky_c.reported_version = f"chart {versions['chart']}"
+        self.scenario = to
+        stack.scenario, stack.scenario_name, stack.tools = to.source, to.name, suite_tools(to)
         self._save()
+        return done
 
     # ------------------------------------------------------------------------------------------
     def _copy_logs(self) -> None:

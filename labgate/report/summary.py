@@ -151,20 +151,24 @@ def render(d: dict[str, Any]) -> str:
     adm_rows = [r for t in tests for r in (t.get("extra") or {}).get("admission", [])]
     if adm_rows:
         rows = []
-        for r in sorted(adm_rows, key=lambda r: (r["case"][:1], int(r["case"][1:]) if r["case"][1:].isdigit() else 99, r["object"])):
+        short = {"ClusterPolicy": "cpol", "ImageValidatingPolicy": "ivpol"}
+        for r in sorted(adm_rows, key=lambda r: (r["case"][:1], int(r["case"][1:]) if r["case"][1:].isdigit() else 99,
+                                                 r.get("policy", ""), r["object"])):
             ok = r["expected"] == r["observed"]
             observed = f'<span class="badge" style="background:{COLORS["pass" if ok else "fail"]}">{escape(r["observed"])}</span>'
             phase = r.get("phase") or ""
             good = phase in ("Running", "absent")
             phase_html = (f'<span class="badge" style="background:{COLORS["pass" if good else "fail"]}">{escape(phase)}</span>' if phase
                           else '<span class="muted">no nodes</span>')
-            rows.append([f"<b>{escape(r['case'])}</b>", escape(r["object"]), f"<code>{escape(r['image'])}</code>", escape(r["expected"]),
+            kind = r.get("policy", "")
+            rows.append([f"<b>{escape(r['case'])}</b>", f'<span title="{escape(kind)}">{escape(short.get(kind, kind or "-"))}</span>', escape(r["object"]), f"<code>{escape(r['image'])}</code>", escape(r["expected"]),
                          observed, phase_html,
                          escape(r.get("message", "")) + (f"<br><span class=muted>stored as {escape(r['stored_image'])}</span>" if r.get("stored_image") and r["stored_image"] != r["image"] else "")])
         parts.append('<section class="adm"><h2>Admission cases</h2>'
-                     + _table(["case", "object", "image", "expected", "observed", "pod", "Kyverno's message"], rows)
+                     + _table(["case", "policy", "object", "image", "expected", "observed", "pod", "Kyverno's message"], rows)
                      + '<p class="muted">pod: on a cluster with nodes an admitted pod must reach Running (pulled through the read-only robot\'s pull secret) '
-                       'and a denied one must not exist; the local stack has an API server and no nodes</p></section>')
+                       'and a denied one must not exist; the local stack has an API server and no nodes. policy: the kind the case ran under, '
+                       'cpol a ClusterPolicy verifyImages rule, ivpol an ImageValidatingPolicy</p></section>')
 
     events = sorted((r for t in tests for r in (t.get("extra") or {}).get("timeline", [])), key=lambda r: r["t"])
     if events:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from fixtures.plugin import scenario_of
 from labgate import images, redact, signing
 from labgate.clients.kube import Admission, Outcome
 from labgate.clients.oci import OciClient
@@ -20,6 +21,30 @@ from labgate.components import kyverno as kv
 from labgate.stack import Stack
 
 CI_ROBOT = "ci-robot"
+CPOL, IVPOL = kv.CLUSTER_POLICY, kv.IMAGE_VALIDATING_POLICY
+# an ImageValidatingPolicy denies with the message of its failed CEL validation, through its own webhook
+IVP_DENIED = ("ivpol.validate.kyverno.svc-fail-finegrained-", f"failed: {kv.IVP_MESSAGE}")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that applies a policy runs once per policy kind the scenario names
+    (signing.policy.kinds), with the kind's short name as its id: [cpol], [ivpol]."""
+    if "policy_kind" in metafunc.fixturenames:
+        scenario = scenario_of(metafunc.config)
+        names = scenario.signing.policy.kinds if scenario is not None else ["ClusterPolicy"]
+        kinds = [kv.POLICY_KINDS[n] for n in names]
+        metafunc.parametrize("policy_kind", kinds, ids=[k.short for k in kinds])
+
+
+@pytest.fixture
+def policy_kind(scenario) -> kv.PolicyKind:
+    """The policy kind a test that is not run per kind uses: the scenario's first."""
+    return kv.POLICY_KINDS[scenario.signing.policy.kinds[0]]
+
+
+def by_kind(policy_kind: kv.PolicyKind, cpol, ivpol):
+    """The expectation for the kind the test runs under."""
+    return ivpol if policy_kind is IVPOL else cpol
 
 
 @dataclass
@@ -139,9 +164,10 @@ def publish_index(ci: OciClient, stack: Stack, area: str):
 
 
 @pytest.fixture
-def policy(adm: Admission, stack: Stack, scenario, area: str, request: pytest.FixtureRequest):
-    """Apply a ClusterPolicy for this test's repositories, rendered from the scenario's signing
-    policy with the test's own variations; it is deleted afterwards."""
+def policy(adm: Admission, stack: Stack, scenario, area: str, policy_kind: kv.PolicyKind):
+    """Apply a policy of the test's kind (a ClusterPolicy or an ImageValidatingPolicy) for this
+    test's repositories, rendered from the scenario's signing policy with the test's own
+    variations; it is deleted afterwards."""
     applied: list[str] = []
     base = scenario.signing.policy
     defaults = {"verify_type": base.type, "count": base.count, "failure_action": base.failure_action,
@@ -151,7 +177,7 @@ def policy(adm: Admission, stack: Stack, scenario, area: str, request: pytest.Fi
     def _apply(public_keys: list[signing.KeyPair], *, name: str | None = None, references: list[str] | None = None,
                wait: bool = True, **kw) -> float:
         pname = name or f"lg-{area.split('/')[-1]}"
-        body = kv.render_cluster_policy(
+        body = policy_kind.render(
             name=pname,
             image_references=references or [f"{stack.image_host}/{area}/*"],
             public_keys=[k.public_pem().decode() for k in public_keys],
@@ -163,7 +189,7 @@ def policy(adm: Admission, stack: Stack, scenario, area: str, request: pytest.Fi
 
     yield _apply
     for name in applied:
-        adm.delete_policy(name)
+        adm.delete_policy(name, policy_kind.kind)
 
 
 @pytest.fixture
@@ -171,7 +197,8 @@ def record(request: pytest.FixtureRequest):
     """Each admission decision goes to the summary page: object, image, expected, observed, message."""
 
     def _record(case: str, outcome: Outcome, expected: str) -> Outcome:
-        row = {"case": case, **outcome.record(expected)}
+        kind = request.node.callspec.params.get("policy_kind") if hasattr(request.node, "callspec") else None
+        row = {"case": case, **outcome.record(expected), **({"policy": kind.kind} if kind else {})}
         request.node.user_properties.append(("admission", json.dumps(row)))
         return outcome
 
@@ -223,4 +250,4 @@ def cosign_sign(stack: Stack, key: signing.KeyPair, image: str, tmp_path, *extra
                   robot=CI_ROBOT, home=tmp_path, env=env)
 
 
-__all__ = ["Published", "denied_with", "admitted", "expect", "redact", "cosign", "cosign_sign"]
+__all__ = ["Published", "CPOL", "IVPOL", "IVP_DENIED", "by_kind", "denied_with", "admitted", "expect", "redact", "cosign", "cosign_sign"]

@@ -1,7 +1,8 @@
 """Key rotation, the runbook a lab follows (shared/reference/admission-signing.md §7, R1-R10):
 widen trust to [K1, K2] with count 1, switch CI to K2, re-sign kept digests, narrow to [K2].
 Each step is timed; the summary page draws the rotation as a timeline with the measured time from a
-policy update to its enforcement."""
+policy update to its enforcement. Each case that applies a policy runs under every policy kind the
+scenario names, [cpol] and [ivpol], as the admission suite's do."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import pytest
 from labgate import signing
 from labgate.errors import StackError
 from labgate.process import wait_until
-from suites.admission.conftest import admitted, cosign, denied_with
+from suites.admission.conftest import IVP_DENIED, IVPOL, admitted, by_kind, cosign, denied_with
 
 pytestmark = [pytest.mark.requires("kubernetes", "admission.kyverno"), pytest.mark.area("rotation")]
-KV = "Kyverno v1.19 verifyImages"
+KV = "Kyverno v1.19 verifyImages / ImageValidatingPolicy"
+NO_MATCH = ("no matching signatures",)
 
 
 @pytest.fixture
@@ -75,11 +77,11 @@ def _delete_signatures(ci, repo: str, digest: str) -> None:
 
 @pytest.mark.case("R1")
 @pytest.mark.spec(f"{KV}: an image signed with K2 before the policy knows K2 is denied")
-def test_r1_new_key_before_policy_is_denied(adm, ns, keys, publish, policy, record, timeline):
+def test_r1_new_key_before_policy_is_denied(adm, ns, keys, publish, policy, record, timeline, policy_kind):
     policy([keys["K1"]])
     timeline("R1", "policy [K1]")
     img = publish("app", sign_with=[keys["K2"]])
-    denied_with(record("R1", adm.try_pod(ns, img.by_digest), "denied"), "no matching signatures")
+    denied_with(record("R1", adm.try_pod(ns, img.by_digest), "denied"), *by_kind(policy_kind, NO_MATCH, IVP_DENIED))
     timeline("R1", "K2-only image denied")
 
 
@@ -101,12 +103,12 @@ def test_r2_widened_trust_admits_either_key(adm, ns, keys, publish, policy, reco
 
 @pytest.mark.case("R3")
 @pytest.mark.spec(f"{KV}: attestor [K1, K2] without count requires both signatures")
-def test_r3_without_count_both_keys_are_required(adm, ns, keys, publish, policy, record, timeline):
+def test_r3_without_count_both_keys_are_required(adm, ns, keys, publish, policy, record, timeline, policy_kind):
     policy([keys["K1"], keys["K2"]], count=None)
     timeline("R3", "policy [K1, K2] without count")
     for name, key in (("k1", keys["K1"]), ("k2", keys["K2"])):
         img = publish(name, sign_with=[key])
-        denied_with(record("R3", adm.try_pod(ns, img.by_digest), "denied"), "failed to verify image")
+        denied_with(record("R3", adm.try_pod(ns, img.by_digest), "denied"), *by_kind(policy_kind, ("failed to verify image",), IVP_DENIED))
     both = publish("both", sign_with=[keys["K1"], keys["K2"]])
     admitted(record("R3", adm.try_pod(ns, both.by_digest), "admitted"))
 
@@ -133,7 +135,7 @@ def test_r4_resigned_digests_verify_with_new_key(ci, keys, publish, stack, tmp_p
 
 @pytest.mark.case("R5")
 @pytest.mark.spec(f"{KV}: narrowed trust [K2] denies K1-only and unsigned, admits K2")
-def test_r5_narrowed_trust(adm, ns, keys, publish, policy, record, timeline):
+def test_r5_narrowed_trust(adm, ns, keys, publish, policy, record, timeline, policy_kind):
     k1 = publish("k1", sign_with=[keys["K1"]])
     k2 = publish("k2", sign_with=[keys["K2"]])
     unsigned = publish("unsigned")
@@ -142,35 +144,40 @@ def test_r5_narrowed_trust(adm, ns, keys, publish, policy, record, timeline):
     t0 = time.monotonic()
     ready = policy([keys["K2"]], count=1)
     timeline("R5", "policy [K2] Ready", seconds=round(ready, 3))
-    took = enforce_time(adm, ns, k1.by_digest, False, t0, because=("no matching signatures",))
+    took = enforce_time(adm, ns, k1.by_digest, False, t0, because=by_kind(policy_kind, NO_MATCH, IVP_DENIED))
     timeline("R5", "K1-only image denied (propagation)", propagation=round(took, 3))
-    denied_with(record("R5", adm.try_pod(ns, k1.by_digest), "denied"), "no matching signatures")
+    denied_with(record("R5", adm.try_pod(ns, k1.by_digest), "denied"), *by_kind(policy_kind, NO_MATCH, IVP_DENIED))
     admitted(record("R5", adm.try_pod(ns, k2.by_digest), "admitted"))
-    denied_with(record("R5", adm.try_pod(ns, unsigned.by_digest), "denied"), "no signatures found")
+    denied_with(record("R5", adm.try_pod(ns, unsigned.by_digest), "denied"), *by_kind(policy_kind, ("no signatures found",), IVP_DENIED))
 
 
 @pytest.mark.case("R6")
 @pytest.mark.spec(f"{KV}: a new K1 signature after retirement is denied")
-def test_r6_retired_key_signs_again(adm, ns, keys, publish, policy, record, timeline):
+def test_r6_retired_key_signs_again(adm, ns, keys, publish, policy, record, timeline, policy_kind):
     policy([keys["K2"]], count=1)
     img = publish("late", sign_with=[keys["K1"]])
-    denied_with(record("R6", adm.try_pod(ns, img.by_digest), "denied"), "no matching signatures")
+    denied_with(record("R6", adm.try_pod(ns, img.by_digest), "denied"), *by_kind(policy_kind, NO_MATCH, IVP_DENIED))
     timeline("R6", "new K1 signature denied after retirement")
 
 
 @pytest.mark.case("R7")
 @pytest.mark.spec(f"{KV} and cosign verify: K1 legacy + K2 bundle on one digest")
-def test_r7_mixed_formats(adm, ns, keys, publish, policy, record, ci, stack, area, tmp_path, timeline):
+def test_r7_mixed_formats(adm, ns, keys, publish, policy, record, ci, stack, area, tmp_path, timeline, policy_kind):
+    """A ClusterPolicy rule reads the format its type names. An ImageValidatingPolicy has no type:
+    with a bundle present it reads bundles only (as ``cosign verify`` does by default), so the K1
+    legacy signature no longer counts once a K2 bundle sits beside it."""
     img = publish("mixed", sign_with=[keys["K1"]])
     signing.sign_bundle(ci, img.repo, img.digest, keys["K2"])
     ref = [f"{stack.image_host}/{area}/*"]
-    expectations = [
+    expectations = by_kind(policy_kind, [
         ("Cosign", "K1", True), ("Cosign", "K2", False), ("SigstoreBundle", "K2", True), ("SigstoreBundle", "K1", False),
-    ]
+    ], [("detected", "K1", False), ("detected", "K2", True)])
     for vtype, key, want in expectations:
         policy([keys[key]], verify_type=vtype, references=ref)
         out = record("R7", adm.try_pod(ns, img.by_digest), "admitted" if want else "denied")
         assert out.admitted == want, f"type {vtype} with {key}: expected {'admitted' if want else 'denied'}: {out.message}"
+        if not want and policy_kind is IVPOL:
+            denied_with(out, *IVP_DENIED)
         timeline("R7", f"type {vtype} [{key}]: {'admitted' if want else 'denied'}")
     pub1 = _pub(tmp_path, keys["K1"], "k1")
     auto = cosign(stack, "verify", "--key", str(pub1), "--insecure-ignore-tlog=true", img.for_cosign)
@@ -189,8 +196,9 @@ def _ttl_seconds(scenario) -> float:
 
 
 @pytest.mark.case("R8")
-@pytest.mark.spec("Kyverno docs, verify-images cache: signature changes are not seen until the entry expires")
-def test_r8_cache_hides_deleted_signatures_until_ttl(adm, ns, keys, publish, policy, record, ci, scenario, timeline):
+@pytest.mark.spec("Kyverno docs, verify-images cache: signature changes are not seen until the entry expires "
+                  "(an ImageValidatingPolicy always caches)")
+def test_r8_cache_hides_deleted_signatures_until_ttl(adm, ns, keys, publish, policy, record, ci, scenario, timeline, policy_kind):
     ttl = _ttl_seconds(scenario)
     policy([keys["K1"]], use_cache=True)
     img = publish("cached", sign_with=[keys["K1"]])
@@ -201,32 +209,34 @@ def test_r8_cache_hides_deleted_signatures_until_ttl(adm, ns, keys, publish, pol
     timeline("R8", "signatures deleted, cache warm")
     admitted(record("R8", adm.try_pod(ns, img.by_digest, run=False), "admitted"))  # documented: the cache still answers
     assert time.monotonic() - warmed < ttl, "the second pod must be checked within the TTL"
-    took = enforce_time(adm, ns, img.by_digest, False, warmed, timeout=ttl + 60, because=("no signatures found",))
+    took = enforce_time(adm, ns, img.by_digest, False, warmed, timeout=ttl + 60,
+                        because=by_kind(policy_kind, ("no signatures found",), IVP_DENIED))
     timeline("R8", "denied after the cache entry expired", propagation=round(took, 3))
     assert took >= ttl * 0.9, f"denied after {took:.1f}s, before the {ttl:.0f}s TTL"
 
 
 @pytest.mark.case("R9")
 @pytest.mark.spec("Kyverno verify-images cache key includes the policy resourceVersion: a policy edit re-verifies")
-def test_r9_policy_edit_invalidates_cache(adm, ns, keys, publish, policy, record, ci, timeline):
+def test_r9_policy_edit_invalidates_cache(adm, ns, keys, publish, policy, record, ci, timeline, policy_kind):
     policy([keys["K1"]], use_cache=True)
     img = publish("cached", sign_with=[keys["K1"]])
     admitted(adm.try_pod(ns, img.by_digest))
     _delete_signatures(ci, img.repo, img.digest)
     t0 = time.monotonic()
     policy([keys["K1"]], use_cache=True, timeout_seconds=14)  # any edit bumps resourceVersion
-    took = enforce_time(adm, ns, img.by_digest, False, t0, because=("no signatures found",))
+    why = by_kind(policy_kind, ("no signatures found",), IVP_DENIED)
+    took = enforce_time(adm, ns, img.by_digest, False, t0, because=why)
     timeline("R9", "policy edited: re-verified and denied", propagation=round(took, 3))
-    denied_with(record("R9", adm.try_pod(ns, img.by_digest), "denied"), "no signatures found")
+    denied_with(record("R9", adm.try_pod(ns, img.by_digest), "denied"), *why)
 
 
 @pytest.mark.case("R10")
 @pytest.mark.spec("GHSA-2r43-6962-xcw5: a tag moved to an unsigned digest within the cache TTL must be denied")
-def test_r10_tag_moved_within_ttl_is_denied(adm, ns, keys, publish, policy, record, timeline):
+def test_r10_tag_moved_within_ttl_is_denied(adm, ns, keys, publish, policy, record, timeline, policy_kind):
     policy([keys["K1"]], use_cache=True)
     signed = publish("app", tag="stable", sign_with=[keys["K1"]])
     admitted(adm.try_pod(ns, signed.by_tag))
     moved = publish("app", tag="stable")
     timeline("R10", "tag moved to an unsigned digest, cache warm")
     out = record("R10", adm.try_pod(ns, moved.by_tag), "denied")
-    denied_with(out, "no signatures found")
+    denied_with(out, *by_kind(policy_kind, ("no signatures found",), IVP_DENIED))
