@@ -255,6 +255,8 @@ class Seeded:
     referrers: list[str]
     namespace: str = ""
     policy: str = ""
+    deployment: str = ""  # on a cluster with nodes: a Deployment of the signed image, running before the upgrade
+    pods: dict[str, int] = field(default_factory=dict)  # its pods: uid -> restarts, as the upgrade found them
     policy_kinds: list[str] = field(default_factory=list)  # the seeded policy exists once per kind
     jwks_kids: list[str] = field(default_factory=list)
     identity: dict[str, list[str]] = field(default_factory=dict)
@@ -304,7 +306,7 @@ def seed_policy(stack, sc: Scenario, s: Seeded) -> None:
     from labgate.components import kyverno as kv
 
     base = sc.signing.policy
-    adm = _admission(stack)
+    adm = _admission(stack, sc)
     s.namespace = s.namespace or adm.namespace("gate")
     for kind in base.kinds[:1]:
         body = kv.POLICY_KINDS[kind].render(name=POLICY, image_references=[f"{stack.image_host}/zeroclaw/gate-*"],
@@ -315,6 +317,47 @@ def seed_policy(stack, sc: Scenario, s: Seeded) -> None:
     s.policy = POLICY
 
 
+def seed_deployment(stack, sc: Scenario, s: Seeded, timeout: float = 180.0) -> None:
+    """On a cluster with nodes: a Deployment of the seeded signed image, admitted under the seeded
+    policy and Running, pulled through the read-only robot's pull secret. The upgrade must leave
+    its pod alone (same pod, no restart)."""
+    from labgate.process import kube_retry, wait_until
+
+    adm = _admission(stack, sc)
+    out = adm.try_deployment(s.namespace, s.image(stack.image_host), name="gate-signed")
+    if not out.admitted:
+        raise StackError(f"gate: the seeded Deployment of the signed image was denied: {out.message}")
+    s.deployment = out.name
+
+    def running() -> bool:
+        pods = _deployment_pods(stack, s)
+        return bool(pods) and all(p.status.phase == "Running" for p in pods)
+
+    wait_until(running, timeout=timeout, what=f"the seeded Deployment {s.namespace}/{s.deployment} Running", interval=1.0,
+               retry_on=kube_retry())
+    s.pods = {p.metadata.uid: _restarts(p) for p in _deployment_pods(stack, s)}
+
+
+def _deployment_pods(stack, s: Seeded) -> list:
+    return [p for p in _admission(stack).core.list_namespaced_pod(s.namespace, label_selector=f"app={s.deployment}").items
+            if p.metadata.deletion_timestamp is None]
+
+
+def _restarts(pod) -> int:
+    return sum(c.restart_count for c in pod.status.container_statuses or [])
+
+
+def _deployment_kept(stack, s: Seeded) -> str | None:
+    now = {p.metadata.uid: (_restarts(p), p.status.phase) for p in _deployment_pods(stack, s)}
+    if set(now) != set(s.pods):
+        return f"its pods were replaced: {sorted(s.pods)} -> {sorted(now)}"
+    restarted = {uid: (s.pods[uid], r) for uid, (r, _) in now.items() if r != s.pods[uid]}
+    if restarted:
+        return f"restarted: {restarted}"
+    down = {uid: phase for uid, (_, phase) in now.items() if phase != "Running"}
+    return f"not Running: {down}" if down else None
+
+
 def drop_policy(stack, s: Seeded) -> None:
     if s.policy:
         adm = _admission(stack)
@@ -323,10 +366,18 @@ def drop_policy(stack, s: Seeded) -> None:
         adm.drop_namespace(s.namespace)
 
 
-def _admission(stack):
+def _admission(stack, sc: Scenario | None = None, *, dry_run: bool = False):
+    """The gate's admission client; given the scenario, on a cluster with nodes its namespaces get
+    the read-only robot's pull secret (as the admission suite's do). ``dry_run``: every pod is a
+    server-side dry run (the probes: judged by admission, never stored, never scheduled)."""
     from labgate.clients.kube import Admission
+    from labgate.providers.base import reading_robot
 
-    return Admission(stack.kubeconfig, stack.kube_context)
+    pull = None
+    if sc is not None and stack.has("cluster.nodes"):
+        robot = reading_robot(sc)
+        pull = (stack.image_host, robot, stack.password(robot))
+    return Admission(stack.kubeconfig, stack.kube_context, pull_secret=pull, dry_run=dry_run)
 
 
 def _jwks_kids(stack) -> list[str]:
@@ -380,7 +431,7 @@ def probes_for(stack, sc: Scenario, s: Seeded) -> dict[str, Callable[[], str | N
 
         checks["oidc"] = oidc
     if s.namespace:
-        adm = _admission(stack)
+        adm = _admission(stack, dry_run=True)
         signed, unsigned = s.image(stack.image_host), s.image(stack.image_host, s.unsigned, UNSIGNED_REPO)
 
         def admit_signed() -> str | None:
@@ -469,8 +520,10 @@ def survival(stack, sc: Scenario, s: Seeded, key) -> list[dict[str, str]]:
     if stack.kubeconfig and s.policy:
         check("every policy Ready (ClusterPolicy, ImageValidatingPolicy)", lambda: _policies_ready(stack, s))
         check("no webhook configuration points at a missing endpoint", lambda: _webhooks_answer(stack))
-    if stack.has("cluster.nodes"):
-        na("the signed Deployment was not restarted", "the kind in-place upgrade is not built yet")
+    if stack.has("cluster.nodes") and s.deployment:
+        check("the signed Deployment was not restarted (same pod, no container restart)", lambda: _deployment_kept(stack, s))
+    elif stack.has("cluster.nodes"):
+        na("the signed Deployment was not restarted", "the stack has no admission: nothing was seeded")
     else:
         na("the signed Deployment was not restarted", f"the {stack.provider} provider has no nodes: no pod runs")
     return rows
@@ -606,6 +659,8 @@ def run(from_path: str, to_path: str, *, provider: str | None = None, reports: s
         record["phases"]["baseline-suites"] = round(time.monotonic() - t0, 2)
         if stack.kubeconfig and a.components.admission is not None:
             seed_policy(stack, a, seeded)
+            if stack.has("cluster.nodes"):
+                seed_deployment(stack, a, seeded)
         if stack.issuer_url:  # as the upgrade finds them (the suites add and remove their own clients)
             seeded.jwks_kids, seeded.identity = _jwks_kids(stack), _identity_snapshot(stack)
         record["seeded"] = asdict(seeded)

@@ -217,26 +217,33 @@ def test_r8_cache_hides_deleted_signatures_until_ttl(adm, ns, keys, publish, pol
 
 @pytest.mark.case("R9")
 @pytest.mark.spec("Kyverno verify-images cache key includes the policy resourceVersion: a policy edit re-verifies")
-def test_r9_policy_edit_invalidates_cache(adm, ns, keys, publish, policy, record, ci, timeline, policy_kind):
+def test_r9_policy_edit_invalidates_cache(adm, ns, keys, publish, policy, record, ci, timeline, policy_kind, scenario):
+    ttl = _ttl_seconds(scenario)
     policy([keys["K1"]], use_cache=True)
     img = publish("cached", sign_with=[keys["K1"]])
-    admitted(adm.try_pod(ns, img.by_digest))
+    warmed = time.monotonic()
+    admitted(adm.try_pod(ns, img.by_digest, run=False))  # the decision only: a pod run to Running would spend the TTL
     _delete_signatures(ci, img.repo, img.digest)
     t0 = time.monotonic()
     policy([keys["K1"]], use_cache=True, timeout_seconds=14)  # any edit bumps resourceVersion
     why = by_kind(policy_kind, ("no signatures found",), IVP_DENIED)
     took = enforce_time(adm, ns, img.by_digest, False, t0, because=why)
     timeline("R9", "policy edited: re-verified and denied", propagation=round(took, 3))
+    assert time.monotonic() - warmed < ttl, f"denied {time.monotonic() - warmed:.1f}s after the cache was warmed: the {ttl:.0f}s TTL " \
+                                            "may have expired on its own, which proves nothing about the edit"
     denied_with(record("R9", adm.try_pod(ns, img.by_digest), "denied"), *why)
 
 
 @pytest.mark.case("R10")
 @pytest.mark.spec("GHSA-2r43-6962-xcw5: a tag moved to an unsigned digest within the cache TTL must be denied")
-def test_r10_tag_moved_within_ttl_is_denied(adm, ns, keys, publish, policy, record, timeline, policy_kind):
+def test_r10_tag_moved_within_ttl_is_denied(adm, ns, keys, publish, policy, record, timeline, policy_kind, scenario):
+    ttl = _ttl_seconds(scenario)
     policy([keys["K1"]], use_cache=True)
     signed = publish("app", tag="stable", sign_with=[keys["K1"]])
-    admitted(adm.try_pod(ns, signed.by_tag))
+    warmed = time.monotonic()
+    admitted(adm.try_pod(ns, signed.by_tag, run=False))  # decisions only: a pod run to Running would spend the TTL
     moved = publish("app", tag="stable")
     timeline("R10", "tag moved to an unsigned digest, cache warm")
-    out = record("R10", adm.try_pod(ns, moved.by_tag), "denied")
+    out = record("R10", adm.try_pod(ns, moved.by_tag, run=False), "denied")
+    assert time.monotonic() - warmed < ttl, "the moved tag must be judged within the TTL, while the cache holds the signed digest"
     denied_with(out, *by_kind(policy_kind, ("no signatures found",), IVP_DENIED))
