@@ -133,3 +133,20 @@ def test_bad_gate_input_is_one_clear_error(args, said):
     out = subprocess.run([sys.executable, "-m", "labgate.cli", "gate", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr
     assert said in out.stderr and "Traceback" not in out.stderr
+
+
+def test_kind_refuses_a_kubernetes_bump_in_place_before_anything_starts(tmp_path):
+    """Unit test: a kind node runs the Kubernetes of its node image; the gate says so and names
+    the field and the provider that can (nothing is started: prepare_upgrade runs first)."""
+    from labgate.errors import StackError
+    from labgate.providers.kind import KindProvider
+
+    out = tmp_path / "scenarios"
+    a = gate.with_provider(load_scenario(str(ROOT / "scenarios" / "local.yaml")), "kind", out)
+    b = gate.with_provider(load_scenario(str(GATE / "kubernetes-v1.35.yaml")), "kind", out)
+    prov = KindProvider(a, run_id="unit", report_dir=str(tmp_path / "r"))
+    with pytest.raises(StackError) as exc:
+        prov.prepare_upgrade(b)
+    msg = exc.value.render()
+    assert "components.kubernetes.version" in msg and "--provider local" in msg, msg
+    assert prov.stack is None and not (tmp_path / "r").exists()
