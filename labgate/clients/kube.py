@@ -151,6 +151,22 @@ class Admission:
             if exc.status != 404:
                 raise
 
+    def wait_policy_settled(self, name: str, kind: str = "ClusterPolicy", quiet: float = 2.0, timeout: float = 30.0) -> str:
+        """Wait until a policy's resourceVersion has not moved for ``quiet`` seconds (Kyverno's
+        status writes after a change have landed); returns it. Kyverno's verification cache keys
+        its entries by the policy's resourceVersion, so a write, status included, starts it afresh."""
+        pk = kv.POLICY_KINDS[kind]
+        deadline = time.monotonic() + timeout
+        last, since = "", time.monotonic()
+        while time.monotonic() < deadline:
+            rv = self.custom.get_cluster_custom_object(pk.group, pk.version, pk.plural, name)["metadata"]["resourceVersion"]
+            if rv != last:
+                last, since = rv, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return rv
+            time.sleep(0.2)
+        raise AssertionError(f"{kind} {name} was still being written {timeout:.0f}s after its change (resourceVersion {last})")
+
     def policies(self, kind: str = "ClusterPolicy") -> list[dict[str, Any]]:
         """Every policy of ``kind`` in the cluster (an empty list where its CRD is not served)."""
         from kubernetes.client.rest import ApiException

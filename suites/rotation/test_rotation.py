@@ -198,10 +198,14 @@ def _ttl_seconds(scenario) -> float:
 @pytest.mark.case("R8")
 @pytest.mark.spec("Kyverno docs, verify-images cache: signature changes are not seen until the entry expires "
                   "(an ImageValidatingPolicy always caches)")
-def test_r8_cache_hides_deleted_signatures_until_ttl(adm, ns, keys, publish, policy, record, ci, scenario, timeline, policy_kind):
+def test_r8_cache_hides_deleted_signatures_until_ttl(adm, ns, keys, publish, policy, record, ci, scenario, timeline, policy_kind,
+                                                    area):
     ttl = _ttl_seconds(scenario)
     policy([keys["K1"]], use_cache=True)
     img = publish("cached", sign_with=[keys["K1"]])
+    # cache entries are keyed by the policy's resourceVersion: Kyverno's own status writes after a
+    # change would start the cache afresh mid-test (an ImageValidatingPolicy's conditions settle late)
+    adm.wait_policy_settled(f"lg-{area.split('/')[-1]}", policy_kind.kind)
     # admission decisions only (run=False): on a cluster, waiting for a pod to run would spend the TTL
     warmed = time.monotonic()
     admitted(record("R8", adm.try_pod(ns, img.by_digest, run=False), "admitted"))
