@@ -66,3 +66,9 @@ def test_ivp_status_tells_which_spec_it_was_computed_from():
     assert kv.ivp_status_reflects({"status": {}}, new) is None, "no autogen configs: cannot tell"
     ivp = kv.IMAGE_VALIDATING_POLICY
     assert ivp.ready(_served(old)) and not ivp.ready(_served(old, ready=False))
+
+
+def test_ivp_takes_the_cluster_policy_arguments_and_no_others():
+    assert _ivp(verify_type="SigstoreBundle", use_cache=True, kinds=("Pod",), cosign_oci11=True) == _ivp()
+    with pytest.raises(TypeError, match="verifyDigest"):
+        _ivp(verifyDigest=False)

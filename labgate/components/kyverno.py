@@ -279,36 +279,38 @@ def render_cluster_policy(
 IVP_MESSAGE = "the image is not signed by a trusted key"
 
 
+CLUSTER_POLICY_ONLY = frozenset({"verify_type", "use_cache", "kinds", "cosign_oci11"})
+
+
 def render_image_validating_policy(
     *,
     name: str,
     image_references: list[str],
     public_keys: list[str],
     count: int | None = 1,
-    verify_type: str = "Cosign",
     failure_action: str | None = "Enforce",
     failure_policy: str = "Fail",
     mutate_digest: bool | None = True,
     verify_digest: bool = True,
     required: bool = True,
-    use_cache: bool = False,
-    kinds: tuple[str, ...] = ("Pod",),
     timeout_seconds: int = 15,
     allow_insecure_registry: bool = True,
     repository: str | None = None,
-    cosign_oci11: bool = False,
+    **cluster_policy_only: Any,
 ) -> dict[str, Any]:
     """The same verification as a policies.kyverno.io/v1 ImageValidatingPolicy (the CEL policy
-    kind that replaces ClusterPolicy verifyImages), from the same arguments.
+    kind that replaces ClusterPolicy verifyImages), from the arguments of render_cluster_policy.
 
     One attestor per key; the validation counts the attestors whose key verifies every container's
-    image: ``count`` n asks for at least n, None for all of them. What ClusterPolicy has and this
-    kind has not is taken as documented for it: ``verify_type`` (a cosign v3 bundle is detected,
-    not chosen), ``use_cache`` (verification results are always cached), ``cosign_oci11`` (no such
-    switch) and ``kinds`` (Pod controllers are covered by autogen). Background evaluation is off:
-    the harness judges admission, and a background scan needs list permissions the reports
-    controller lacks out of cluster (the policy would never be Ready)."""
-    del verify_type, use_cache, cosign_oci11, kinds  # see the docstring
+    image: ``count`` n asks for at least n, None for all of them. What only a ClusterPolicy has
+    (CLUSTER_POLICY_ONLY) is taken as this kind documents it: ``verify_type`` (a cosign v3 bundle
+    is detected, not chosen), ``use_cache`` (verification results are always cached),
+    ``cosign_oci11`` (no such switch) and ``kinds`` (Pod controllers are covered by autogen).
+    Background evaluation is off: the harness judges admission, and a background scan needs list
+    permissions the reports controller lacks out of cluster (the policy would never be Ready)."""
+    unknown = set(cluster_policy_only) - CLUSTER_POLICY_ONLY
+    if unknown:
+        raise TypeError(f"render_image_validating_policy: unexpected arguments {sorted(unknown)}")
     public_keys, _ = _mutated(name, list(public_keys), False)
     attestors = []
     for i, pem in enumerate(public_keys):
