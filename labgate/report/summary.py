@@ -31,7 +31,7 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;background:#f6f8fa;pa
 .bar{display:inline-block;height:10px;background:#0969da;border-radius:2px;vertical-align:middle}
 .muted{color:#57606a}
 table.grid td,table.grid th{overflow-wrap:normal;font-size:12px;padding:4px 6px}
-.oidc td:last-child,.adm td:nth-child(-n+2),.adm td:nth-child(4),.adm td:nth-child(5){white-space:nowrap;overflow-wrap:normal}
+.oidc td:last-child,.adm td:nth-child(-n+3),.adm td:nth-child(5),.adm td:nth-child(6),.adm td:nth-child(7){white-space:nowrap;overflow-wrap:normal}
 a{color:#0969da}
 """
 
