@@ -280,6 +280,13 @@ def public_key_hint(public_pem: bytes | str) -> str:
     return _b64(hashlib.sha256(der).digest())
 
 
+def cosign_registry_flags(user: str, password: str) -> list[str]:
+    """cosign's registry credential flags, each in the ``--flag=value`` form: cosign rewrites any
+    argument that starts with one dash into a two-dash flag before parsing, so a separate value such
+    as a random password beginning with ``-`` would reach the registry with a dash prepended."""
+    return [f"--registry-username={user}", f"--registry-password={password}"]
+
+
 # ------------------------------------------------------------------------------------------------
 # registry helpers
 

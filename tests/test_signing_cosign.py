@@ -59,9 +59,9 @@ class Cosign:
             env["COSIGN_PASSWORD"] = key_password
         cmd = [self.bin, *args]
         if registry:
-            cmd[2:2] = ["--registry-username", self.user, "--registry-password", self.password]
+            cmd[2:2] = signing.cosign_registry_flags(self.user, self.password)
         proc = subprocess.run(cmd, cwd=cwd or self.home, env=env, capture_output=True, text=True, timeout=timeout)
-        proc.args = ["cosign", *[("<redacted>" if a == self.password else a) for a in cmd[1:]]]
+        proc.args = ["cosign", *[a.replace(self.password, "<redacted>") for a in cmd[1:]]]
         proc.stdout, proc.stderr = redact.redact(proc.stdout), redact.redact(proc.stderr)
         return proc
 
@@ -345,3 +345,42 @@ def test_cosign_and_harness_reject_transplanted_bundle(env, harness_key):
     # the bundle path names neither digest (the legacy path says "invalid or missing digest in claim")
     assert _error_line(proc) == ("Error: no matching attestations: failed to verify signature: "
                                  "provided artifact digest does not match any digest in statement")
+
+
+@pytest.mark.parametrize("password", ["-leading-dash", "plain_value", "-a=b"])
+def test_registry_password_reaches_the_registry_verbatim(cosign_bin, tmp_path, password):
+    """Unit test of the credential flags against a fake registry that only records the Basic
+    credentials it is sent: cosign rewrites a one-dash argument into a two-dash flag, so a random
+    password that starts with '-' (token_urlsafe gives one in 64) must travel as --flag=value."""
+    import base64
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Challenge(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            auth = self.headers.get("Authorization", "")
+            if auth.startswith("Basic "):
+                seen.append(base64.b64decode(auth[6:]).decode())
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="fake"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Challenge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        ref = f"127.0.0.1:{server.server_port}/some/repo@sha256:{'0' * 64}"
+        cmd = [cosign_bin, "verify", "--key", "/dev/null", "--insecure-ignore-tlog", "--allow-http-registry", *signing.cosign_registry_flags(ROBOT, password), ref]
+        subprocess.run(cmd, env={**os.environ, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen, "cosign sent no credentials to the registry's Basic challenge"
+    assert set(seen) == {f"{ROBOT}:{password}"}, f"cosign sent other credentials than given: {sorted(seen)}"

@@ -238,7 +238,7 @@ def cosign(stack: Stack, *args: str, robot: str = "readonly-robot", home=None, e
     if not tool.available:
         pytest.skip(f"cosign not available: {tool.reason} (fix: labgate tools install {stack.tool('cosign')})")
     run_env = {**os.environ, "COSIGN_PASSWORD": "", **({"HOME": str(home)} if home else {}), **(env or {})}
-    cmd = [tool.path, *args, "--allow-http-registry", "--registry-username", robot, "--registry-password", stack.password(robot)]
+    cmd = [tool.path, *args, "--allow-http-registry", *signing.cosign_registry_flags(robot, stack.password(robot))]
     return subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=120)
 
 
