@@ -252,6 +252,15 @@ class Admission:
         wait_until(registered, timeout=timeout, what=f"Kyverno webhook {webhook}", interval=0.2, retry_on=kube_retry())
         return time.monotonic() - t0
 
+    def webhook_timeouts(self, webhook: str) -> list[int]:
+        """The timeoutSeconds of Kyverno's webhooks whose name starts with ``webhook`` and that have
+        rules. Kyverno registers the largest of its own ``--webhookTimeout`` and the timeouts of the
+        policies the webhook serves, so a policy can raise a webhook's timeout but never lower it."""
+        adm = self.kc.AdmissionregistrationV1Api(self.api)
+        cfgs = adm.list_validating_webhook_configuration(label_selector=kv.MANAGED_BY).items
+        cfgs += adm.list_mutating_webhook_configuration(label_selector=kv.MANAGED_BY).items
+        return [w.timeout_seconds for c in cfgs for w in (c.webhooks or []) if w.name.startswith(webhook) and w.rules]
+
     def webhook_configurations(self) -> list[str]:
         adm = self.kc.AdmissionregistrationV1Api(self.api)
         names = [c.metadata.name for c in adm.list_mutating_webhook_configuration(label_selector=kv.MANAGED_BY).items]

@@ -22,6 +22,8 @@ CA_SECRET = "kyverno-svc.kyverno.svc.kyverno-tls-ca"
 TLS_SECRET = "kyverno-svc.kyverno.svc.kyverno-tls-pair"
 MANAGED_BY = "webhook.kyverno.io/managed-by=kyverno"
 BUNDLE_TYPE = "SigstoreBundle"
+# Kyverno's --webhookTimeout on the local stack (seconds): see command()
+WEBHOOK_TIMEOUT_FLOOR = 3
 
 
 def command(binary: str, *, kubeconfig: str, webhook_port: int, metrics_port: int, cache_ttl: str = "60m",
@@ -45,7 +47,9 @@ def command(binary: str, *, kubeconfig: str, webhook_port: int, metrics_port: in
         "--disableMetrics=true",
         f"--imageVerifyCacheEnabled={'true' if cache_enabled else 'false'}",
         f"--imageVerifyCacheTTLDuration={cache_ttl}",
-        "--webhookTimeout=15",
+        # the floor of every webhook's timeoutSeconds: a policy raises its webhook's (the scenario's
+        # signing.policy.timeout_seconds), never lowers it, so a low floor lets a test's policy set a short one
+        f"--webhookTimeout={WEBHOOK_TIMEOUT_FLOOR}",
         "--tlsKeyAlgorithm=ECDSA",
         "-v=2",
     ]

@@ -24,6 +24,7 @@ import requests
 from labgate import abilities
 from labgate.components import kyverno as kv
 from labgate.clients.oci import OciClient
+from labgate.errors import StackError
 from labgate.process import kube_retry, wait_until
 from suites.admission.conftest import admitted, denied_with
 
@@ -64,6 +65,20 @@ def test_registry_restart_keeps_content(stack, ci):
         f"after the restart the registry MUST serve what it held: {got.status_code} {got.headers.get('Docker-Content-Digest')}")
 
 
+SLOW_TIMEOUT = 3
+
+
+def _settle_timeouts(adm, webhook: str, settle: float = 10.0) -> None:
+    """Let Kyverno reconcile the webhook's timeoutSeconds down to this test's policy (a policy deleted
+    just before may still hold it up). Kyverno's own --webhookTimeout is the floor: where that is
+    larger (a chart's default), the verdict is the same, only reached later."""
+    try:
+        wait_until(lambda: max(adm.webhook_timeouts(webhook), default=0) <= SLOW_TIMEOUT, timeout=settle,
+                   what=f"{webhook} at timeoutSeconds {SLOW_TIMEOUT}", interval=0.2, retry_on=kube_retry())
+    except StackError:
+        pass
+
+
 @pytest.mark.requires("kubernetes", "admission.kyverno")
 @pytest.mark.spec(f"{K8S}: a webhook past timeoutSeconds under Fail rejects; under Ignore admits")
 @pytest.mark.parametrize("failure_policy", ["Fail", "Ignore"])
@@ -72,10 +87,11 @@ def test_registry_slow(stack, adm, ns, keys, publish, policy, record, failure_po
     timeoutSeconds: the apiserver gives up on Kyverno and applies the failure policy."""
     pause = abilities.need(stack, abilities.PAUSE, "registry")
     img = publish("app", sign_with=[keys["K1"]])
-    policy([keys["K1"]], failure_policy=failure_policy, timeout_seconds=3, required=failure_policy == "Fail")
-    if failure_policy == "Ignore":
-        for webhook in ("mutate.kyverno.svc-ignore", "validate.kyverno.svc-ignore"):
-            adm.wait_webhook(webhook, prefix=True)
+    policy([keys["K1"]], failure_policy=failure_policy, timeout_seconds=SLOW_TIMEOUT, required=failure_policy == "Fail")
+    suffix = failure_policy.lower()
+    for webhook in (f"mutate.kyverno.svc-{suffix}", f"validate.kyverno.svc-{suffix}"):
+        adm.wait_webhook(webhook, prefix=True)
+    _settle_timeouts(adm, f"mutate.kyverno.svc-{suffix}")
     with pause.paused("registry"):
         out = record("F-slow", adm.try_pod(ns, img.by_digest), "admitted" if failure_policy == "Ignore" else "denied")
         if failure_policy == "Fail":
