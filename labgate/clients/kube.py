@@ -241,13 +241,10 @@ class Admission:
         a policy's Ready condition does not say that every webhook configuration has caught up."""
         from labgate.process import kube_retry, wait_until
 
-        adm = self.kc.AdmissionregistrationV1Api(self.api)
         t0 = time.monotonic()
 
         def registered() -> bool:
-            cfgs = adm.list_validating_webhook_configuration(label_selector=kv.MANAGED_BY).items
-            cfgs += adm.list_mutating_webhook_configuration(label_selector=kv.MANAGED_BY).items
-            return any((w.name.startswith(webhook) if prefix else w.name == webhook) and w.rules for c in cfgs for w in (c.webhooks or []))
+            return any((w.name.startswith(webhook) if prefix else w.name == webhook) and w.rules for w in self._webhooks())
 
         wait_until(registered, timeout=timeout, what=f"Kyverno webhook {webhook}", interval=0.2, retry_on=kube_retry())
         return time.monotonic() - t0
@@ -256,10 +253,14 @@ class Admission:
         """The timeoutSeconds of Kyverno's webhooks whose name starts with ``webhook`` and that have
         rules. Kyverno registers the largest of its own ``--webhookTimeout`` and the timeouts of the
         policies the webhook serves, so a policy can raise a webhook's timeout but never lower it."""
+        return [w.timeout_seconds for w in self._webhooks() if w.name.startswith(webhook) and w.rules]
+
+    def _webhooks(self) -> list:
+        """Every webhook of Kyverno's validating and mutating webhook configurations."""
         adm = self.kc.AdmissionregistrationV1Api(self.api)
         cfgs = adm.list_validating_webhook_configuration(label_selector=kv.MANAGED_BY).items
         cfgs += adm.list_mutating_webhook_configuration(label_selector=kv.MANAGED_BY).items
-        return [w.timeout_seconds for c in cfgs for w in (c.webhooks or []) if w.name.startswith(webhook) and w.rules]
+        return [w for c in cfgs for w in (c.webhooks or [])]
 
     def webhook_configurations(self) -> list[str]:
         adm = self.kc.AdmissionregistrationV1Api(self.api)
