@@ -9,7 +9,8 @@ ability (kubernetes-sigs/e2e-framework style) and skip, naming it, when the prov
 
 Abilities:
 
-- ``lifecycle``: stop and start a component (local: the process; kind: scale its Deployment)
+- ``lifecycle``: stop and start a component (local: the process; kind: scale its Deployment), or
+  crash it (local: SIGKILL; kind: its pods deleted with no grace period)
 - ``pause``: freeze and thaw a component, so it accepts connections and answers nothing (slow)
 - ``credentials``: revoke a robot's password for a while (htpasswd; kind: the mounted Secret)
 - ``logs``: a component's output so far
@@ -84,7 +85,9 @@ class Handle:
 
     # ------------------------------------------------------------------------------------------
     # lifecycle
-    def stop(self, component: str) -> None:
+    def stop(self, component: str, crash: bool = False) -> None:
+        """``crash``: no graceful shutdown (SIGKILL, a pod deleted with no grace period): what an
+        OOM kill or a lost node does, where a stop lets the component finish its shutdown."""
         raise NotImplementedError
 
     def start(self, component: str, timeout: float = 90.0) -> None:
@@ -95,9 +98,9 @@ class Handle:
         self.start(component, timeout)
 
     @contextlib.contextmanager
-    def down(self, component: str) -> Iterator[None]:
-        """``with handle.down("registry"):`` the component is stopped inside, started afterwards."""
-        self.stop(component)
+    def down(self, component: str, crash: bool = False) -> Iterator[None]:
+        """``with handle.down("registry"):`` the component is stopped (or crashed) inside, started afterwards."""
+        self.stop(component, crash=crash)
         try:
             yield
         finally:

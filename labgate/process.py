@@ -155,8 +155,9 @@ class Managed:
         stop_pid(self.pid, timeout, proc=self.proc)
 
 
-def stop_pid(pid: int, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> None:
-    """SIGTERM the process (and its process group), then SIGKILL after ``timeout``."""
+def stop_pid(pid: int, timeout: float = 10.0, proc: subprocess.Popen | None = None, graceful: bool = True) -> None:
+    """SIGTERM the process (and its process group), then SIGKILL after ``timeout``; not
+    ``graceful``: SIGKILL at once (a crash)."""
     if not pid:
         return
     for sig in (signal.SIGCONT,):  # a paused (SIGSTOP) process handles SIGTERM only once it runs
@@ -164,7 +165,7 @@ def stop_pid(pid: int, timeout: float = 10.0, proc: subprocess.Popen | None = No
             os.killpg(pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig in (signal.SIGTERM, signal.SIGKILL) if graceful else (signal.SIGKILL,):
         try:
             os.killpg(pid, sig)
         except (ProcessLookupError, PermissionError):

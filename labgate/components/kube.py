@@ -112,7 +112,10 @@ def kubeconfig(server: str, ca_cert: Path, token: str) -> str:
 
 def etcd_command(binary: str, data_dir: Path, client_port: int, peer_port: int, existing: bool = False) -> list[str]:
     """``existing``: the data directory was made by another etcd (a cached seed, on other ports):
-    --force-new-cluster makes this single member take it over with its own peer address."""
+    --force-new-cluster makes this single member take it over with its own peer address.
+
+    A single member elects itself within one election timeout: 100 ms (heartbeat 10 ms) instead of
+    etcd's default second, which every start and restart would wait out."""
     peer = f"http://127.0.0.1:{peer_port}"
     client = f"http://127.0.0.1:{client_port}"
     return [
@@ -120,6 +123,7 @@ def etcd_command(binary: str, data_dir: Path, client_port: int, peer_port: int, 
         "--listen-client-urls", client, "--advertise-client-urls", client,
         "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
         "--initial-cluster", f"labgate={peer}", "--unsafe-no-fsync", "--log-level", "warn",
+        "--heartbeat-interval", "10", "--election-timeout", "100",
         *(["--force-new-cluster"] if existing else []),
     ]
 
@@ -136,4 +140,15 @@ def apiserver_command(binary: str, pki: Pki, *, port: int, etcd_port: int, token
         f"--service-account-key-file={pki.sa_pub}", f"--service-account-signing-key-file={pki.sa_key}",
         "--authorization-mode=RBAC", f"--token-auth-file={tokens}",
         "--enable-priority-and-fairness=false", "--profiling=false", "--v=0",
+        # reads straight from etcd: no per-resource watch caches to fill before /readyz (its
+        # storage-readiness check) nor on the first list of each of Kyverno's CRDs (Kyverno ready
+        # in 1.3 s instead of 3 s, measured)
+        "--watch-cache=false",
+        # /readyz runs its two etcd checks one after the other, each waiting up to its timeout (2 s)
+        # on an etcd that is gone: an outage shows in 2 s instead of 4
+        "--etcd-healthcheck-timeout=1s", "--etcd-readycheck-timeout=1s",
+        # a stop ends open watches (Kyverno's informers) after a second; by default they hold the
+        # shutdown for up to --request-timeout (60 s). No endpoint reconciler: there is no Service
+        # network to publish the apiserver into, and its pre-shutdown hook waits on it
+        "--shutdown-watch-termination-grace-period=1s", "--endpoint-reconciler-type=none",
     ]

@@ -51,6 +51,9 @@ def command(binary: str, *, kubeconfig: str, webhook_port: int, metrics_port: in
         # signing.policy.timeout_seconds), never lowers it, so a low floor lets a test's policy set a short one
         f"--webhookTimeout={WEBHOOK_TIMEOUT_FLOOR}",
         "--tlsKeyAlgorithm=ECDSA",
+        # leases renewed every second (default 2 s; lease 6 s, renew deadline 5 s): after a control
+        # plane disruption its leases show it has recovered within a second
+        "--leaderElectionRetryPeriod=1s",
         "-v=2",
     ]
 

@@ -684,10 +684,16 @@ class KindHandle(Handle):
             st.provider_data.setdefault("planned", {})[component] = planned
         Stack.update(self.stack.state_file, change)
 
-    def _scale(self, component: str, replicas: int, timeout: float) -> None:
+    def _scale(self, component: str, replicas: int, timeout: float, crash: bool = False) -> None:
+        """``crash`` (scaling to zero): the pods are deleted at once with no grace period, as a
+        lost node or an OOM kill ends them."""
         ns, name = self._deployment(component)
         apps = self._apps()
         apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": replicas}})
+        if crash and replicas == 0:
+            d = apps.read_namespaced_deployment(name, ns)
+            for pod in self._core().list_namespaced_pod(ns, label_selector=_selector(d)).items:
+                self._core().delete_namespaced_pod(pod.metadata.name, ns, grace_period_seconds=0)
 
         def settled() -> bool:
             d = apps.read_namespaced_deployment(name, ns)
@@ -698,9 +704,9 @@ class KindHandle(Handle):
 
         wait_until(settled, timeout=timeout, what=f"{name} scaled to {replicas}", interval=0.5, retry_on=kube_retry())
 
-    def stop(self, component: str) -> None:
+    def stop(self, component: str, crash: bool = False) -> None:
         self._mark(component, "stopped")
-        self._scale(component, 0, 120)
+        self._scale(component, 0, 120, crash=crash)
 
     def start(self, component: str, timeout: float = 180.0) -> None:
         self._scale(component, 1, timeout)

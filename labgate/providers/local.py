@@ -705,10 +705,10 @@ class LocalHandle(Handle):
             setattr(mine, k, v)
         return st
 
-    def stop(self, component: str) -> None:
+    def stop(self, component: str, crash: bool = False) -> None:
         c = self._mark(component, planned="stopped").component(component)
         if _alive(c):
-            stop_pid(c.pid)
+            stop_pid(c.pid, graceful=not crash)
         with contextlib.suppress(OSError):
             if healthy(self.stack, c):
                 raise StackError(f"{component} still answers at {c.url} after it was stopped")

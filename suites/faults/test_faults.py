@@ -176,14 +176,17 @@ def _apiserver_is_down(stack, adm) -> None:
 @pytest.mark.requires("kubernetes", "admission.kyverno")
 @pytest.mark.spec("kube-apiserver /readyz (etcd check) and restarts: objects live in etcd, the control plane recovers, "
                   "Kyverno's informers reconnect")
-@pytest.mark.parametrize("component,is_down", [("etcd", _etcd_is_down), ("kube-apiserver", _apiserver_is_down)], ids=["etcd", "kube-apiserver"])
-def test_control_plane_restart(stack, adm, ns, keys, publish, policy, record, request, component, is_down):
+@pytest.mark.parametrize("component,is_down,crash", [("etcd", _etcd_is_down, True), ("kube-apiserver", _apiserver_is_down, False)],
+                         ids=["etcd", "kube-apiserver"])
+def test_control_plane_restart(stack, adm, ns, keys, publish, policy, record, request, component, is_down, crash):
+    """The apiserver is stopped (its graceful shutdown); etcd crashes (killed, no shutdown: what an
+    OOM kill or a lost node does to it)."""
     life = abilities.need(stack, abilities.LIFECYCLE, component)
     img = publish("app", sign_with=[keys["K1"]])
     unsigned = publish("other")
     policy([keys["K1"]])
     with life.supervised("kyverno", LEADER_ELECTION) as restarts:
-        with life.down(component):
+        with life.down(component, crash=crash):
             is_down(stack, adm)
         wait_until(lambda: _readyz(stack).status_code == 200, timeout=90, what="the apiserver ready again", interval=0.5)
         _admits_again(adm, ns, img, unsigned=unsigned)
