@@ -54,6 +54,7 @@ COSIGN_PEM_TYPE = "ENCRYPTED COSIGN PRIVATE KEY"
 # go-securesystemslib CheckParams: Legacy (2^15), Standard (2^16, the default), OWASP (2^17)
 SCRYPT_PARAMS = {(32768, 8, 1), (65536, 8, 1), (131072, 8, 1)}
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 65536, 8, 1
+SCRYPT_N_MIN = 32768  # the cheapest N cosign accepts: half the key derivation, for keys made per test
 
 MT_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIG_ANNOTATION = "dev.cosignproject.cosign/signature"

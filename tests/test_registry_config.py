@@ -34,5 +34,5 @@ def test_distribution_config():
 def test_htpasswd_is_bcrypt_and_verifies():
     line = reg.htpasswd({"ci-robot": "pw-123456"}).strip()
     user, h = line.split(":", 1)
-    assert user == "ci-robot" and h.startswith("$2y$05$")
+    assert user == "ci-robot" and h.startswith(f"$2y${reg.BCRYPT_ROUNDS:02d}$")
     assert bcrypt.checkpw(b"pw-123456", h.replace("$2y$", "$2b$", 1).encode())

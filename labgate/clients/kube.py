@@ -128,6 +128,10 @@ class Admission:
             _content_type="application/apply-patch+yaml",
         )
         kv.wait_policy_ready(self.custom, name, timeout=timeout, spec=policy)
+        if pk is kv.IMAGE_VALIDATING_POLICY:
+            # Kyverno calls an ImageValidatingPolicy Ready ("Webhook configured") a moment before its
+            # own webhook is in the configuration the apiserver calls (measured: up to 110 ms later)
+            self.wait_webhook(f"-finegrained-{name}", timeout=timeout, suffix=True)
         return time.monotonic() - t0
 
     def create_policy_raw(self, policy: dict[str, Any]) -> tuple[bool, str]:
@@ -151,7 +155,7 @@ class Admission:
             if exc.status != 404:
                 raise
 
-    def wait_policy_settled(self, name: str, kind: str = "ClusterPolicy", quiet: float = 2.0, timeout: float = 30.0) -> str:
+    def wait_policy_settled(self, name: str, kind: str = "ClusterPolicy", quiet: float = 1.0, timeout: float = 30.0) -> str:
         """Wait until a policy's resourceVersion has not moved for ``quiet`` seconds (Kyverno's
         status writes after a change have landed); returns it. Kyverno's verification cache keys
         its entries by the policy's resourceVersion, so a write, status included, starts it afresh."""
@@ -236,17 +240,21 @@ class Admission:
         return Outcome("Deployment", name, image, True, stored_image=dep.spec.template.spec.containers[0].image,
                        seconds=time.monotonic() - t0)
 
-    def wait_webhook(self, webhook: str, timeout: float = 60.0, prefix: bool = False) -> float:
-        """Wait until Kyverno has registered ``webhook`` (e.g. validate.kyverno.svc-ignore) with rules:
-        a policy's Ready condition does not say that every webhook configuration has caught up."""
+    def wait_webhook(self, webhook: str, timeout: float = 60.0, prefix: bool = False, suffix: bool = False) -> float:
+        """Wait until Kyverno has registered ``webhook`` (e.g. validate.kyverno.svc-ignore; with
+        ``prefix`` or ``suffix``, a webhook whose name starts or ends so) with rules: a policy's Ready
+        condition does not say that every webhook configuration has caught up."""
         from labgate.process import kube_retry, wait_until
 
         t0 = time.monotonic()
 
-        def registered() -> bool:
-            return any((w.name.startswith(webhook) if prefix else w.name == webhook) and w.rules for w in self._webhooks())
+        def named(name: str) -> bool:
+            return name.startswith(webhook) if prefix else name.endswith(webhook) if suffix else name == webhook
 
-        wait_until(registered, timeout=timeout, what=f"Kyverno webhook {webhook}", interval=0.2, retry_on=kube_retry())
+        def registered() -> bool:
+            return any(named(w.name) and w.rules for w in self._webhooks())
+
+        wait_until(registered, timeout=timeout, what=f"Kyverno webhook {webhook}", interval=0.02, retry_on=kube_retry())
         return time.monotonic() - t0
 
     def webhook_timeouts(self, webhook: str) -> list[int]:

@@ -476,5 +476,7 @@ def wait_policy_ready(custom_api, name: str, timeout: float = 120.0, spec: dict[
             return False
         return spec is None or pk.reflects(obj, spec) is not False
 
-    wait_until(ready, timeout=timeout, what=f"{pk.kind} {name} Ready for its new spec", interval=0.1, retry_on=kube_retry())
+    # Kyverno takes a policy in within tens of milliseconds: a coarser poll would add its interval to
+    # every policy a test applies
+    wait_until(ready, timeout=timeout, what=f"{pk.kind} {name} Ready for its new spec", interval=0.02, retry_on=kube_retry())
     return time.monotonic() - t0

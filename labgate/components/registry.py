@@ -14,8 +14,10 @@ import yaml
 
 from labgate.scenario import Scenario
 
-# bcrypt cost: the registry checks the hash on every request; 5 is htpasswd's own default for -B
-BCRYPT_ROUNDS = 5
+# bcrypt cost: the registry checks the hash on every request (Kyverno's reads included), so the
+# cost is paid thousands of times a run: 4, bcrypt's minimum, is 1.1 ms a request against 2.2 ms for
+# htpasswd's default 5 (measured on distribution); the hash is as valid either way
+BCRYPT_ROUNDS = 4
 
 
 def htpasswd(credentials: dict[str, str]) -> str:

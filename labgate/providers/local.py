@@ -73,13 +73,20 @@ def _alive(c: ComponentState) -> bool:
     return bool(c.pid) and pid_alive(c.pid) and (not c.started_ticks or proc_ticks(c.pid) == c.started_ticks)
 
 
+# killed at teardown, not stopped: what they hold dies with the run, and their graceful shutdowns
+# wait on open watches and leases (the apiserver a second or more, Kyverno about a second); their
+# logs are complete on disk, and Kyverno's webhook configurations are deleted by the harness
+KILLED_AT_TEARDOWN = ("kyverno", "kube-apiserver", "etcd")
+
+
 def _stop_component(c: ComponentState, proc: Managed | None = None) -> None:
-    """Stop the process the state file records for ``c`` (a test may have restarted it under a new
-    pid) and the one this provider started, if different."""
+    """At teardown: stop (or kill, KILLED_AT_TEARDOWN) the process the state file records for ``c``
+    (a test may have restarted it under a new pid) and the one this provider started, if different."""
+    graceful = c.name not in KILLED_AT_TEARDOWN
     if proc is not None:
-        proc.stop()
+        stop_pid(proc.pid, proc=proc.proc, graceful=graceful)
     if c.pid and (proc is None or c.pid != proc.pid) and _alive(c):
-        stop_pid(c.pid)
+        stop_pid(c.pid, graceful=graceful)
 
 
 def _delete_kyverno_webhooks(kubeconfig: str) -> None:

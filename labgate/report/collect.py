@@ -75,6 +75,7 @@ class RunRecorder:
         self.started = time.time()
         self.problems: list[str] = []  # what fails the run although every test may pass (expired quarantine)
         self.events: list[dict[str, Any]] = []  # components that died or restarted (labgate.watch)
+        self._allure: AllureBuild | None = None  # the HTML report being built beside the teardown
         self.interrupted = False
 
     def phase(self, name: str, seconds: float) -> None:
@@ -212,13 +213,15 @@ class RunRecorder:
         from labgate.report import summary
 
         self.report_dir.mkdir(parents=True, exist_ok=True)
-        self._write_allure_environment()
         if allure_html:
-            t0 = time.monotonic()
-            note = generate_allure_html(self.report_dir)
-            self.phase("allure-html", time.monotonic() - t0)
+            build = self._allure or self.start_allure_html()
+            self._allure = None
+            note = build.finish()
+            self.phase("allure-html", build.seconds)
             if note:
                 self.notes.append(note)
+        else:
+            self._write_allure_environment()
         data = self.to_dict()
         peer = self.report_dir / "peer-conformance.json"
         if peer.exists():
@@ -228,6 +231,13 @@ class RunRecorder:
         (self.report_dir / "index.html").write_text(summary.render(json.loads(text)))
         return self.report_dir / "index.html"
 
+    def start_allure_html(self) -> "AllureBuild":
+        """Start building the Allure HTML report (once the tests have run): it runs beside the
+        teardown, and write() waits for it."""
+        self._write_allure_environment()
+        self._allure = AllureBuild(self.report_dir)
+        return self._allure
+
     def _write_allure_environment(self) -> None:
         results = self.report_dir / "allure-results"
         if self.stack is None or not results.exists():
@@ -236,27 +246,50 @@ class RunRecorder:
         (results / "environment.properties").write_text(redact.redact("\n".join(lines) + "\n"))
 
 
-def generate_allure_html(report_dir: Path) -> str:
-    """Build the Allure HTML report offline with the kept generator; returns a note if it could not."""
-    from labgate import toolchain
+class AllureBuild:
+    """The Allure HTML report built offline with the kept generator, in its own process."""
 
-    results = report_dir / "allure-results"
-    if not results.exists():
-        return "Allure HTML not generated: no allure-results (is allure-pytest installed?)"
-    tool = toolchain.resolve("allure")
-    if not tool.available:
-        return f"Allure HTML not generated: {tool.reason}"
-    out = report_dir / "allure-report"
-    shutil.rmtree(out, ignore_errors=True)
-    env = {**os.environ, "ALLURE_NO_ANALYTICS": "1", "NO_COLOR": "1"}
-    try:
-        proc = subprocess.run([tool.path, "generate", str(results), "-o", str(out)], capture_output=True, text=True, timeout=300, env=env)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"Allure HTML not generated: {exc}"
-    if proc.returncode != 0 or not (out / "index.html").exists():
-        return f"Allure HTML not generated: allure exited {proc.returncode}: {redact.redact((proc.stderr or proc.stdout)[-300:])}"
-    strip_analytics(out / "index.html")
-    return ""
+    def __init__(self, report_dir: Path):
+        from labgate import toolchain
+
+        self.t0 = time.monotonic()
+        self.seconds = 0.0
+        self.proc: subprocess.Popen | None = None
+        self.note = ""
+        self.out = report_dir / "allure-report"
+        results = report_dir / "allure-results"
+        if not results.exists():
+            self.note = "Allure HTML not generated: no allure-results (is allure-pytest installed?)"
+            return
+        tool = toolchain.resolve("allure")
+        if not tool.available:
+            self.note = f"Allure HTML not generated: {tool.reason}"
+            return
+        shutil.rmtree(self.out, ignore_errors=True)
+        env = {**os.environ, "ALLURE_NO_ANALYTICS": "1", "NO_COLOR": "1"}
+        try:
+            self.proc = subprocess.Popen([tool.path, "generate", str(results), "-o", str(self.out)], stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env)
+        except OSError as exc:
+            self.note = f"Allure HTML not generated: {exc}"
+
+    def finish(self, timeout: float = 300) -> str:
+        """Wait for the generator; a note when there is no report."""
+        if self.proc is not None:
+            try:
+                output, _ = self.proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
+                self.note = f"Allure HTML not generated: allure took more than {timeout:.0f}s"
+            else:
+                if self.proc.returncode != 0 or not (self.out / "index.html").exists():
+                    self.note = f"Allure HTML not generated: allure exited {self.proc.returncode}: {redact.redact((output or '')[-300:])}"
+                else:
+                    strip_analytics(self.out / "index.html")
+            self.proc = None
+        self.seconds = time.monotonic() - self.t0
+        return self.note
 
 
 def strip_analytics(index: Path) -> None:

@@ -311,7 +311,7 @@ def test_revoked_api_key_stops_working_at_once(stack: Stack, scenario, attach_lo
     assert after.status_code == 401, f"a revoked API key MUST stop working at once, got {after.status_code}"
 
 
-@pytest.mark.disruptive
+@pytest.mark.disruptive("registry")  # the robot may be the one Kyverno reads signatures with
 @pytest.mark.requires("registry.htpasswd-reload")
 @pytest.mark.spec("zot htpasswd: a robot removed from the htpasswd file stops working at once")
 @pytest.mark.parametrize("how", ["in-place", "replace"])

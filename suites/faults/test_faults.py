@@ -2,7 +2,8 @@
 
 Each fault goes through the provider's abilities (stop/start, pause/resume), so this suite runs on
 every provider that has them; each test restores the stack before it ends (the ability's context
-manager starts the component again whatever happens) and proves it is restored.
+manager starts the component again whatever happens) and proves it is restored. Each test has the
+components it disrupts to itself (``disruptive(...)``); suites that do not use them run beside it.
 
 Where the promises come from:
 
@@ -51,6 +52,7 @@ def _leases_renewed(adm, since: float, timeout: float = 60.0) -> None:
 # registry
 
 
+@pytest.mark.disruptive("registry")
 @pytest.mark.requires("registry")
 @pytest.mark.spec("distribution and zot storage: content is kept on disk across a restart")
 def test_registry_restart_keeps_content(stack, ci):
@@ -79,6 +81,7 @@ def _settle_timeouts(adm, webhook: str, settle: float = 10.0) -> None:
         pass
 
 
+@pytest.mark.disruptive("registry")
 @pytest.mark.requires("kubernetes", "admission.kyverno")
 @pytest.mark.spec(f"{K8S}: a webhook past timeoutSeconds under Fail rejects; under Ignore admits")
 @pytest.mark.parametrize("failure_policy", ["Fail", "Ignore"])
@@ -107,6 +110,7 @@ def test_registry_slow(stack, adm, ns, keys, publish, policy, record, failure_po
 # Kyverno
 
 
+@pytest.mark.disruptive("kyverno")
 @pytest.mark.requires("kubernetes", "admission.kyverno")
 @pytest.mark.spec(f"{K8S}: Kyverno unreachable under Fail rejects every matching request; under Ignore admits")
 @pytest.mark.parametrize("failure_policy", ["Fail", "Ignore"])
@@ -173,6 +177,7 @@ def _apiserver_is_down(stack, adm) -> None:
     assert isinstance(info.value, kube_retry()), f"the API MUST be unreachable while stopped: {info.value!r}"
 
 
+@pytest.mark.disruptive("etcd", "kube-apiserver")
 @pytest.mark.requires("kubernetes", "admission.kyverno")
 @pytest.mark.spec("kube-apiserver /readyz (etcd check) and restarts: objects live in etcd, the control plane recovers, "
                   "Kyverno's informers reconnect")
@@ -199,6 +204,7 @@ def test_control_plane_restart(stack, adm, ns, keys, publish, policy, record, re
 # the identity provider
 
 
+@pytest.mark.disruptive("identity")
 @pytest.mark.requires("identity.pocket-id", "registry.auth")
 @pytest.mark.spec("zot htpasswd accounts do not depend on the identity provider; Pocket ID keeps its signing key")
 def test_identity_provider_down(stack, scenario):

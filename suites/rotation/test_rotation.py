@@ -196,6 +196,7 @@ def _ttl_seconds(scenario) -> float:
 
 
 @pytest.mark.case("R8")
+@pytest.mark.long_running("waits out the verification cache's TTL")
 @pytest.mark.spec("Kyverno docs, verify-images cache: signature changes are not seen until the entry expires "
                   "(an ImageValidatingPolicy always caches)")
 def test_r8_cache_hides_deleted_signatures_until_ttl(adm, ns, keys, publish, policy, record, ci, scenario, timeline, policy_kind,
