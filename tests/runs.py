@@ -21,13 +21,15 @@ def run_env(tmp_path: Path, run_id: str, hold: str | None = None, hold_seconds: 
     return env
 
 
-def checkpoint(tmp_path: Path, phase: str, proc: subprocess.Popen, timeout: float) -> dict:
-    """Wait for the run to reach ``phase``; its record. Fails at once when the run ends first."""
+def checkpoint(tmp_path: Path, phase: str, proc: subprocess.Popen, timeout: float, output: Path | None = None) -> dict:
+    """Wait for the run to reach ``phase``; its record. Fails at once when the run ends first (with
+    the end of the run's ``output``, when it went to a file)."""
     f = tmp_path / "cp" / f"{phase}.json"
 
     def ended() -> str | None:
         if proc.poll() is not None and not f.exists():
-            return f"the run ended (code {proc.returncode}) before reaching it"
+            tail = output.read_text(errors="replace")[-3000:] if output is not None and output.exists() else ""
+            return f"the run ended (code {proc.returncode}) before reaching it" + (f"; its output ended:\n{tail}" if tail else "")
         return None
 
     wait_until(f.exists, timeout=timeout, what=f"checkpoint {phase}", interval=0.2, abort=ended)

@@ -137,7 +137,7 @@ def test_ctrl_c_to_nox_e2e_leaves_no_process_and_no_port(tmp_path, hold):
     run_id = "int-" + uuid.uuid4().hex[:6]
     proc, out = _nox_e2e(tmp_path, run_id, hold)
     try:
-        checkpoint(tmp_path, hold, proc, timeout=900)  # a first nox run creates its virtualenv
+        checkpoint(tmp_path, hold, proc, timeout=900, output=out)  # a first nox run creates its virtualenv
         started = checkpoint(tmp_path, "component-started-registry", proc, timeout=5)
         _interrupt(proc, signal.SIGINT)
     finally:

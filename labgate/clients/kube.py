@@ -13,6 +13,29 @@ from labgate.components import kyverno as kv
 from labgate.redact import redact
 
 
+def preload() -> None:
+    """Load the Kubernetes client and the API classes the harness calls. The client loads each API
+    class on first use, CoreV1Api alone in half a second of CPU: a process that will talk to the
+    API starts this in a thread while it waits for something else (labgate.clients.kube.preloading)."""
+    import kubernetes.client as k
+    import kubernetes.config  # noqa: F401
+    import kubernetes.utils  # noqa: F401
+
+    for name in ("CoreV1Api", "CustomObjectsApi", "AdmissionregistrationV1Api", "RbacAuthorizationV1Api", "ApiextensionsV1Api",
+                 "AppsV1Api", "CoordinationV1Api"):
+        getattr(k, name)
+
+
+def preloading() -> None:
+    """preload() in a daemon thread. Only where nothing else imports what the Kubernetes client
+    does (requests, oauthlib, ...) meanwhile: two threads importing one package with an import
+    cycle can hand one of them a partially initialised module (the stack start imports its own,
+    disjoint set; a worker collecting the suites does not)."""
+    import threading
+
+    threading.Thread(target=preload, name="labgate-kubernetes-preload", daemon=True).start()
+
+
 @dataclass
 class Outcome:
     kind: str

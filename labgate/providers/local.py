@@ -206,8 +206,10 @@ class LocalProvider:
         cross = _cross(sc)  # GOARCH builds run under qemu-user (labgate.binfmt)
         self.arch = cross
         if sc.components.kubernetes is not None:
-            # the Kubernetes client takes a second to import: let it load while the binaries are found
-            threading.Thread(target=_import_kubernetes, name="labgate-import", daemon=True).start()
+            # the Kubernetes client takes a second to load: let it load while the components start
+            from labgate.clients import kube as kube_client
+
+            kube_client.preloading()
         # every binary first: a missing one is one clear error before anything starts
         t0 = time.monotonic()
         kind, reg_tool = choose_registry(sc, cross)
@@ -862,13 +864,6 @@ def _cross(sc: Scenario) -> str | None:
     """The scenario's architecture when it is not the host's (its binaries run under qemu-user)."""
     arch = host_arch() if sc.arch == "auto" else sc.arch
     return arch if arch != host_arch() else None
-
-
-def _import_kubernetes() -> None:
-    import importlib
-
-    for mod in ("kubernetes.client", "kubernetes.config", "kubernetes.utils"):
-        importlib.import_module(mod)
 
 
 def _signal_group(pid: int, sig: int) -> None:
