@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+from labgate import locks
 from labgate.errors import LabgateError
 from labgate.stack import Stack
 
@@ -94,17 +95,20 @@ class Handle:
         raise NotImplementedError
 
     def restart(self, component: str, timeout: float = 90.0) -> None:
-        self.stop(component)
-        self.start(component, timeout)
+        with locks.outage(component):
+            self.stop(component)
+            self.start(component, timeout)
 
     @contextlib.contextmanager
     def down(self, component: str, crash: bool = False) -> Iterator[None]:
-        """``with handle.down("registry"):`` the component is stopped (or crashed) inside, started afterwards."""
-        self.stop(component, crash=crash)
-        try:
-            yield
-        finally:
-            self.start(component)
+        """``with handle.down("registry"):`` the component is stopped (or crashed) inside, started
+        afterwards; the block is the test's outage window (labgate.locks.outage)."""
+        with locks.outage(component):
+            self.stop(component, crash=crash)
+            try:
+                yield
+            finally:
+                self.start(component)
 
     @contextlib.contextmanager
     def supervised(self, component: str, why: str) -> Iterator[list[float]]:
@@ -123,11 +127,12 @@ class Handle:
 
     @contextlib.contextmanager
     def paused(self, component: str) -> Iterator[None]:
-        self.pause(component)
-        try:
-            yield
-        finally:
-            self.resume(component)
+        with locks.outage(component):
+            self.pause(component)
+            try:
+                yield
+            finally:
+                self.resume(component)
 
     # credentials
     def revoke_modes(self) -> set[str]:

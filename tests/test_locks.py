@@ -19,15 +19,62 @@ def test_footprint_of_a_plain_test_is_what_its_suite_uses():
 
 def test_a_disruptive_test_has_its_components_to_itself():
     shared, exclusive = locks.footprint("faults", ["kyverno"])
-    assert exclusive == {"kyverno"} and "kyverno" not in shared and "registry" in shared
+    assert exclusive == {"kyverno", locks.DISRUPTION} and "kyverno" not in shared and "registry" in shared
 
 
 def test_disrupting_the_api_disrupts_kyverno():
-    assert locks.footprint("faults", ["etcd"])[1] == {"kubernetes", "kyverno"}
+    assert locks.footprint("faults", ["etcd"])[1] == {"kubernetes", "kyverno", locks.DISRUPTION}
 
 
 def test_disruptive_without_names_is_the_whole_stack():
-    assert locks.footprint("access", []) == (set(), set(locks.RESOURCES))
+    assert locks.footprint("access", []) == (set(), {*locks.RESOURCES, locks.DISRUPTION})
+
+
+def test_an_outage_scoped_test_shares_what_it_disrupts_and_holds_the_disruption_lock():
+    assert locks.footprint("admission", ["registry"], scope="outage") == ({"registry", "kubernetes", "kyverno"}, {locks.DISRUPTION})
+    with pytest.raises(ValueError, match="scope 'window'"):
+        locks.footprint("admission", ["registry"], scope="window")
+
+
+def test_outside_its_outage_window_a_disruptive_test_runs_beside_the_users(tmp_path):
+    with locks.hold(str(tmp_path), *locks.footprint("faults", ["registry"], scope="outage")):
+        assert _taken_within(tmp_path, 2, shared={"registry"}), "before the outage the OCI suite runs beside it"
+        with locks.outage("registry"):
+            assert not _taken_within(tmp_path, 0.3, shared={"registry"}), "during the outage the registry's users wait"
+            assert _taken_within(tmp_path, 2, shared={"identity"}), "what it does not disrupt is not blocked"
+        assert _taken_within(tmp_path, 2, shared={"registry"}), "after the outage they go on"
+
+
+def test_the_outage_window_waits_for_the_test_already_using_the_component(tmp_path):
+    user = locks.hold(str(tmp_path), shared={"registry"})
+    user.__enter__()
+    entered = threading.Event()
+
+    def disruptor():
+        with locks.hold(str(tmp_path), *locks.footprint("faults", ["registry"], scope="outage")):
+            with locks.outage("registry"):
+                entered.set()
+
+    t = threading.Thread(target=disruptor, daemon=True)
+    t.start()
+    assert not entered.wait(0.3), "the outage waits for the running user of the registry"
+    user.__exit__(None, None, None)
+    assert entered.wait(2)
+    t.join(2)
+
+
+def test_an_outage_in_a_whole_test_disruption_or_without_locks_changes_nothing(tmp_path):
+    with locks.outage("registry"):  # no locks held: an attached run without a stack lock
+        pass
+    with locks.hold(str(tmp_path), *locks.footprint("faults", ["registry"])):
+        with locks.outage("registry"):
+            assert not _taken_within(tmp_path, 0.3, shared={"registry"})
+        assert not _taken_within(tmp_path, 0.3, shared={"registry"}), "held for the whole test"
+
+
+def test_two_disruptive_tests_never_run_at_once(tmp_path):
+    with locks.hold(str(tmp_path), *locks.footprint("faults", ["registry"], scope="outage")):
+        assert not _taken_within(tmp_path, 0.3, *locks.footprint("faults", ["identity"]))
 
 
 def test_an_unknown_component_is_named():
@@ -35,11 +82,11 @@ def test_an_unknown_component_is_named():
         locks.footprint("faults", ["registy"])
 
 
-def _taken_within(run_dir, seconds: float, **held) -> bool:
+def _taken_within(run_dir, seconds: float, *footprint, **held) -> bool:
     done = threading.Event()
 
     def take():
-        with locks.hold(run_dir, **held):
+        with locks.hold(str(run_dir), *footprint, **held):
             done.set()
 
     threading.Thread(target=take, daemon=True).start()

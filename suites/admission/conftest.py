@@ -167,29 +167,30 @@ def publish_index(ci: OciClient, stack: Stack, area: str):
 def policy(adm: Admission, stack: Stack, scenario, area: str, policy_kind: kv.PolicyKind):
     """Apply a policy of the test's kind (a ClusterPolicy or an ImageValidatingPolicy) for this
     test's repositories, rendered from the scenario's signing policy with the test's own
-    variations; it is deleted afterwards."""
-    applied: list[str] = []
+    variations (``kind``: another kind than the test's); it is deleted afterwards."""
+    applied: list[tuple[str, str]] = []
     base = scenario.signing.policy
     defaults = {"verify_type": base.type, "count": base.count, "failure_action": base.failure_action,
                 "failure_policy": base.failure_policy, "mutate_digest": base.mutate_digest, "verify_digest": base.verify_digest,
                 "required": base.required, "use_cache": base.use_cache, "timeout_seconds": base.timeout_seconds}
 
     def _apply(public_keys: list[signing.KeyPair], *, name: str | None = None, references: list[str] | None = None,
-               wait: bool = True, **kw) -> float:
+               wait: bool = True, kind: kv.PolicyKind | None = None, **kw) -> float:
         pname = name or f"lg-{area.split('/')[-1]}"
-        body = policy_kind.render(
+        pk = kind or policy_kind
+        body = pk.render(
             name=pname,
             image_references=references or [f"{stack.image_host}/{area}/*"],
             public_keys=[k.public_pem().decode() for k in public_keys],
             **{**defaults, **kw},
         )
-        if pname not in applied:
-            applied.append(pname)
+        if (pname, pk.kind) not in applied:
+            applied.append((pname, pk.kind))
         return adm.apply_policy(body) if wait else 0.0
 
     yield _apply
-    for name in applied:
-        adm.delete_policy(name, policy_kind.kind)
+    for name, kind in applied:
+        adm.delete_policy(name, kind)
 
 
 @pytest.fixture

@@ -136,7 +136,7 @@ def test_a10_tag_only_without_mutation_is_denied(adm, ns, keys, publish, policy,
 
 
 @pytest.mark.case("A11")
-@pytest.mark.disruptive("registry")
+@pytest.mark.disruptive("registry", scope="outage")
 @pytest.mark.spec(f"{KV}: registry unreachable under failurePolicy Fail: denied")
 def test_a11_registry_down_fail_denies(adm, ns, keys, publish, policy, record, stack, policy_kind):
     img = publish("app", sign_with=[keys["K1"]])
@@ -148,7 +148,7 @@ def test_a11_registry_down_fail_denies(adm, ns, keys, publish, policy, record, s
 
 
 @pytest.mark.case("A11")
-@pytest.mark.disruptive("registry")
+@pytest.mark.disruptive("registry", scope="outage")
 @pytest.mark.spec(f"{KV}: registry unreachable under failurePolicy Ignore: admitted")
 @pytest.mark.parametrize("required", [True, False], ids=["required", "not-required"])
 def test_a11_registry_down_ignore_admits(adm, ns, keys, publish, policy, record, stack, required, policy_kind, area):
