@@ -182,17 +182,21 @@ class Admission:
         """Wait until a policy's resourceVersion has not moved for ``quiet`` seconds (Kyverno's
         status writes after a change have landed); returns it. Kyverno's verification cache keys
         its entries by the policy's resourceVersion, so a write, status included, starts it afresh."""
-        pk = kv.POLICY_KINDS[kind]
         deadline = time.monotonic() + timeout
         last, since = "", time.monotonic()
         while time.monotonic() < deadline:
-            rv = self.custom.get_cluster_custom_object(pk.group, pk.version, pk.plural, name)["metadata"]["resourceVersion"]
+            rv = self.policy_version(name, kind)
             if rv != last:
                 last, since = rv, time.monotonic()
             elif time.monotonic() - since >= quiet:
                 return rv
             time.sleep(0.2)
         raise AssertionError(f"{kind} {name} was still being written {timeout:.0f}s after its change (resourceVersion {last})")
+
+    def policy_version(self, name: str, kind: str = "ClusterPolicy") -> str:
+        """The policy's resourceVersion: any write to it, Kyverno's status included, moves it."""
+        pk = kv.POLICY_KINDS[kind]
+        return self.custom.get_cluster_custom_object(pk.group, pk.version, pk.plural, name)["metadata"]["resourceVersion"]
 
     def policies(self, kind: str = "ClusterPolicy") -> list[dict[str, Any]]:
         """Every policy of ``kind`` in the cluster (an empty list where its CRD is not served)."""

@@ -19,6 +19,7 @@ Where the promises come from:
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -201,14 +202,33 @@ def test_control_plane_restart(stack, adm, ns, keys, publish, policy, policy_kin
         with life.down(component, crash=crash):
             is_down(stack, adm)
         wait_until(lambda: _readyz(stack).status_code == 200, timeout=90, what="the apiserver ready again", interval=0.5)
-        _admits_again(adm, ns, img, unsigned=unsigned)
-        _leases_renewed(adm, time.time())
-        denied_with(record(f"F-{component}", adm.try_pod(ns, unsigned.by_digest), "denied"), "no signatures found")
-        adm.delete_policy(first, policy_kind.kind)
         back = time.monotonic()
-        _new_policies_enforced(adm, ns, keys, publish, policy, scenario, first)
+        with _kyverno_restored_if_stuck(life, component):
+            _admits_again(adm, ns, img, unsigned=unsigned, timeout=RECOVERY)
+            _leases_renewed(adm, time.time())
+            denied_with(record(f"F-{component}", adm.try_pod(ns, unsigned.by_digest), "denied"), "no signatures found")
+            adm.delete_policy(first, policy_kind.kind)
+            _new_policies_enforced(adm, ns, keys, publish, policy, scenario, first, timeout=RECOVERY)
     request.node.user_properties.append(("measured", f"Kyverno restarted {len(restarts)} time(s) (leader election); a policy "
-                                                     f"created after the restart enforced {time.monotonic() - back:.1f}s later"))
+                                                     f"created after the restart enforced {time.monotonic() - back:.1f}s after the API's return"))
+
+
+# how long Kyverno may take to answer as before and to see new policies once the API is back
+RECOVERY = 45.0
+
+
+@contextlib.contextmanager
+def _kyverno_restored_if_stuck(life, component: str):
+    """A Kyverno that has not recovered within RECOVERY fails the test, and is restarted so that the
+    tests after it find a working stack (one failure, not every admission test after it). Seen
+    after an apiserver restart: Kyverno's webhook controller looping on 'the object has been
+    modified' for its MutatingWebhookConfiguration, every signed image denied as unverified."""
+    try:
+        yield
+    except (StackError, AssertionError) as exc:
+        life.restart("kyverno")
+        raise AssertionError(f"Kyverno had not recovered {RECOVERY:.0f}s after the {component} came back (restarted it for the "
+                             f"tests after this one): {exc}") from None
 
 
 def _new_policies_enforced(adm, ns, keys, publish, policy, scenario, first: str, timeout: float = 60.0) -> None:

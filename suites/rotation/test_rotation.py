@@ -202,22 +202,29 @@ def _ttl_seconds(scenario) -> float:
 def test_r8_cache_hides_deleted_signatures_until_ttl(adm, ns, keys, publish, policy, record, ci, scenario, timeline, policy_kind,
                                                     area):
     ttl = _ttl_seconds(scenario)
+    name = f"lg-{area.split('/')[-1]}"
     policy([keys["K1"]], use_cache=True)
-    img = publish("cached", sign_with=[keys["K1"]])
-    # cache entries are keyed by the policy's resourceVersion: Kyverno's own status writes after a
-    # change would start the cache afresh mid-test (an ImageValidatingPolicy's conditions settle late)
-    adm.wait_policy_settled(f"lg-{area.split('/')[-1]}", policy_kind.kind)
-    # admission decisions only (run=False): on a cluster, waiting for a pod to run would spend the TTL
-    warmed = time.monotonic()
-    admitted(record("R8", adm.try_pod(ns, img.by_digest, run=False), "admitted"))
-    _delete_signatures(ci, img.repo, img.digest)
-    timeline("R8", "signatures deleted, cache warm")
-    admitted(record("R8", adm.try_pod(ns, img.by_digest, run=False), "admitted"))  # documented: the cache still answers
-    assert time.monotonic() - warmed < ttl, "the second pod must be checked within the TTL"
-    took = enforce_time(adm, ns, img.by_digest, False, warmed, timeout=ttl + 60,
-                        because=by_kind(policy_kind, ("no signatures found",), IVP_DENIED))
+    # cache entries are keyed by the policy's resourceVersion: a write to it (Kyverno's own status
+    # writes come late under load, an ImageValidatingPolicy's conditions latest) starts the cache
+    # afresh, so the TTL is measured only while the policy stays as it was; else measured again
+    for attempt in range(1, 4):
+        img = publish(f"cached-{attempt}", sign_with=[keys["K1"]])
+        settled = adm.wait_policy_settled(name, policy_kind.kind)
+        # admission decisions only (run=False): on a cluster, waiting for a pod to run would spend the TTL
+        warmed = time.monotonic()
+        admitted(record("R8", adm.try_pod(ns, img.by_digest, run=False), "admitted"))
+        _delete_signatures(ci, img.repo, img.digest)
+        timeline("R8", "signatures deleted, cache warm")
+        admitted(record("R8", adm.try_pod(ns, img.by_digest, run=False), "admitted"))  # documented: the cache still answers
+        assert time.monotonic() - warmed < ttl, "the second pod must be checked within the TTL"
+        took = enforce_time(adm, ns, img.by_digest, False, warmed, timeout=ttl + 60,
+                            because=by_kind(policy_kind, ("no signatures found",), IVP_DENIED))
+        now = adm.policy_version(name, policy_kind.kind)
+        if took >= ttl * 0.9 or now == settled:
+            break
+        timeline("R8", f"the policy was written during the measurement (resourceVersion {settled} -> {now}): measured again")
     timeline("R8", "denied after the cache entry expired", propagation=round(took, 3))
-    assert took >= ttl * 0.9, f"denied after {took:.1f}s, before the {ttl:.0f}s TTL"
+    assert took >= ttl * 0.9, f"denied after {took:.1f}s, before the {ttl:.0f}s TTL (the policy unchanged: resourceVersion {now})"
 
 
 @pytest.mark.case("R9")
