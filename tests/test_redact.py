@@ -32,3 +32,25 @@ def test_patterns_catch_unregistered_secrets():
 def test_short_values_are_not_registered():
     redact.register("abc", "x")
     assert redact.redact("abc") == "abc"
+
+
+def test_authorization_in_any_case_and_quoting_is_redacted():
+    text = ('"authorization": "Basic Y2k6cHc=" AUTHORIZATION: bearer abc.def authorization=Basic xyz== '
+            "Proxy-Authorization:Basic cXE=")
+    out = redact.redact(text)
+    for secret in ("Y2k6cHc=", "abc.def", "xyz==", "cXE="):
+        assert secret not in out
+    assert '"authorization": "Basic <redacted>"' in out
+
+
+def test_a_secret_registered_later_is_redacted_too():
+    redact.register("first-secret-value", "a")
+    assert redact.redact("first-secret-value") == "<redacted:a>"
+    redact.register("second-secret-value", "b")
+    redact.register("second-secret-value-longer", "c")
+    assert redact.redact("second-secret-value-longer second-secret-value") == "<redacted:c> <redacted:b>"
+
+
+def test_text_without_the_patterns_literals_is_left_as_it_is():
+    text = "GET /v2/ 401 invalid authorisation credential eyJ-short zak_notahex"
+    assert redact.redact(text) == text
