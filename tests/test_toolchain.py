@@ -86,6 +86,19 @@ def test_cache_is_used_and_install_builds_nothing(cache, monkeypatch):
     assert (r.available, r.source, r.path) == (True, "cache", str(cached))
 
 
+def test_a_cached_binary_is_not_run_again_for_its_version(cache):
+    """The version it reported at install stands (the cache is keyed by version); asking again would
+    cost a process per resolve (a second for the Node-based allure)."""
+    d = cache / "tools" / "distribution" / "v3.1.2"
+    cached = _exe(d / "bin" / "registry", "#!/bin/sh\necho ran >> \"$0.ran\"\necho registry v9\n")
+    (d / "tool.json").write_text(json.dumps({"path": str(cached), "method": "go", "reported_version": "registry v3.1.2"}))
+    r = toolchain.resolve("distribution")
+    assert (r.source, r.reported_version) == ("cache", "registry v3.1.2")
+    assert not (d / "bin" / "registry.ran").exists()
+    (d / "tool.json").write_text(json.dumps({"path": str(cached), "method": "go"}))  # recorded by an older labgate
+    assert toolchain.resolve("distribution").reported_version == "v9"
+
+
 def test_refused_module_is_reported_in_the_registrys_words(cache, monkeypatch):
     out = (
         "go: downloading x\n"

@@ -100,7 +100,10 @@ def _from_cache(t: Tool) -> Resolved | None:
             return Resolved(t.name, t.version, True, "apt", path, meta.get("reported_version", ""), detail=meta.get("detail", ""))
         return None
     if _executable(path):
-        return Resolved(t.name, t.version, True, "cache", path, _probe_version(path, t.version_args), detail=meta.get("detail", ""))
+        # what the binary said when it was installed (the cache is keyed by version): asking again
+        # costs a process per resolve, a second for a Node program like allure
+        reported = meta.get("reported_version") or _probe_version(path, t.version_args)
+        return Resolved(t.name, t.version, True, "cache", path, reported, detail=meta.get("detail", ""))
     return None
 
 
