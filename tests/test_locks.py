@@ -192,5 +192,23 @@ def test_when_everything_clashes_the_first_pending_test_is_taken(tmp_path):
     assert b.sent == [1]
 
 
+def test_an_outage_is_not_paired_with_a_long_running_test_that_needs_the_component(tmp_path):
+    """A registry outage waits for every test that holds the registry: beside R8 (seconds of TTL) it
+    would wait that long, and hold the other worker out meanwhile."""
+    tests = {
+        "admission::r8": ({"registry", "kubernetes"}, set(), set(), True),
+        "faults::registry_slow": ({"registry", "kubernetes"}, {locks.DISRUPTION}, {"registry"}, False),
+        "admission::a1": ({"registry", "kubernetes"}, set(), set(), False),
+    }
+    sched = _scheduler(tmp_path, tests)
+    a, b = FakeNode("gw0"), FakeNode("gw1")
+    sched.node2pending = {a: [], b: []}
+    sched.pending[:] = range(len(tests))
+    sched._send_tests(a, 1)
+    assert [sched.collection[i] for i in a.sent] == ["admission::r8"]
+    sched._send_tests(b, 1)
+    assert [sched.collection[i] for i in b.sent] == ["admission::a1"], "the outage would wait for R8"
+
+
 def test_without_footprints_the_order_is_kept(tmp_path):
     assert load_footprints(tmp_path / "absent.json") == {}

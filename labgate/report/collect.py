@@ -232,10 +232,11 @@ class RunRecorder:
         return self.report_dir / "index.html"
 
     def start_allure_html(self) -> "AllureBuild":
-        """Start building the Allure HTML report (once the tests have run): it runs beside the
-        teardown, and write() waits for it."""
-        self._write_allure_environment()
-        self._allure = AllureBuild(self.report_dir)
+        """Start building the Allure HTML report (once the tests have run; once): it runs beside
+        the teardown, and write() waits for it."""
+        if self._allure is None:
+            self._write_allure_environment()
+            self._allure = AllureBuild(self.report_dir)
         return self._allure
 
     def _write_allure_environment(self) -> None:
