@@ -135,10 +135,10 @@ class Admission:
             raise
         return True
 
-    def apply_policy(self, policy: dict[str, Any], timeout: float = 120.0) -> float:
+    def apply_policy(self, policy: dict[str, Any], timeout: float = 120.0, wait: bool = True) -> float:
         """Server-side apply a policy (a ClusterPolicy or an ImageValidatingPolicy; no
-        read-then-replace, so no 409 between writers) and wait until Kyverno reports Ready *for
-        this spec*. Returns the seconds from the write to that.
+        read-then-replace, so no 409 between writers) and (``wait``) wait until Kyverno reports
+        Ready *for this spec*. Returns the seconds from the write to that.
 
         Kyverno sets no observedGeneration, and Ready stays True across an update; what does move is
         the status's autogen part, which Kyverno recomputes from the spec it just took in
@@ -150,6 +150,8 @@ class Admission:
             pk.group, pk.version, pk.plural, name, policy, field_manager="labgate", force=True,
             _content_type="application/apply-patch+yaml",
         )
+        if not wait:
+            return 0.0
         kv.wait_policy_ready(self.custom, name, timeout=timeout, spec=policy)
         if pk is kv.IMAGE_VALIDATING_POLICY:
             # Kyverno calls an ImageValidatingPolicy Ready ("Webhook configured") a moment before its

@@ -23,7 +23,7 @@ TLS_SECRET = "kyverno-svc.kyverno.svc.kyverno-tls-pair"
 MANAGED_BY = "webhook.kyverno.io/managed-by=kyverno"
 BUNDLE_TYPE = "SigstoreBundle"
 # Kyverno's --webhookTimeout on the local stack (seconds): see command()
-WEBHOOK_TIMEOUT_FLOOR = 3
+WEBHOOK_TIMEOUT_FLOOR = 1
 
 
 def command(binary: str, *, kubeconfig: str, webhook_port: int, metrics_port: int, cache_ttl: str = "60m",
@@ -121,7 +121,7 @@ def wait_leases_renewed(api, since: float, timeout: float = 60.0) -> None:
         leases = [lease for lease in coord.list_namespaced_lease(NAMESPACE).items if lease.spec.holder_identity]
         return bool(leases) and all(lease.spec.renew_time and lease.spec.renew_time > after for lease in leases)
 
-    wait_until(renewed, timeout=timeout, what="Kyverno's leases renewed after the disruption", interval=0.5, retry_on=kube_retry())
+    wait_until(renewed, timeout=timeout, what="Kyverno's leases renewed after the disruption", interval=0.2, retry_on=kube_retry())
 
 
 def wait_established(api, *, abort=None, timeout: float = 60.0) -> None:

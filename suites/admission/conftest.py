@@ -167,8 +167,10 @@ def publish_index(ci: OciClient, stack: Stack, area: str):
 def policy(adm: Admission, stack: Stack, scenario, area: str, policy_kind: kv.PolicyKind):
     """Apply a policy of the test's kind (a ClusterPolicy or an ImageValidatingPolicy) for this
     test's repositories, rendered from the scenario's signing policy with the test's own
-    variations (``kind``: another kind than the test's); it is deleted afterwards."""
+    variations (``kind``: another kind than the test's); it is deleted afterwards. ``policy.name``
+    is the name it has unless the test names another."""
     applied: list[tuple[str, str]] = []
+    own = f"lg-{area.split('/')[-1]}"  # the test's policy, unless it names another
     base = scenario.signing.policy
     defaults = {"verify_type": base.type, "count": base.count, "failure_action": base.failure_action,
                 "failure_policy": base.failure_policy, "mutate_digest": base.mutate_digest, "verify_digest": base.verify_digest,
@@ -176,7 +178,7 @@ def policy(adm: Admission, stack: Stack, scenario, area: str, policy_kind: kv.Po
 
     def _apply(public_keys: list[signing.KeyPair], *, name: str | None = None, references: list[str] | None = None,
                wait: bool = True, kind: kv.PolicyKind | None = None, **kw) -> float:
-        pname = name or f"lg-{area.split('/')[-1]}"
+        pname = name or own
         pk = kind or policy_kind
         body = pk.render(
             name=pname,
@@ -186,8 +188,9 @@ def policy(adm: Admission, stack: Stack, scenario, area: str, policy_kind: kv.Po
         )
         if (pname, pk.kind) not in applied:
             applied.append((pname, pk.kind))
-        return adm.apply_policy(body) if wait else 0.0
+        return adm.apply_policy(body, wait=wait)
 
+    _apply.name = own
     yield _apply
     for name, kind in applied:
         adm.delete_policy(name, kind)

@@ -151,12 +151,12 @@ def test_a11_registry_down_fail_denies(adm, ns, keys, publish, policy, record, s
 @pytest.mark.disruptive("registry", scope="outage")
 @pytest.mark.spec(f"{KV}: registry unreachable under failurePolicy Ignore: admitted")
 @pytest.mark.parametrize("required", [True, False], ids=["required", "not-required"])
-def test_a11_registry_down_ignore_admits(adm, ns, keys, publish, policy, record, stack, required, policy_kind, area):
+def test_a11_registry_down_ignore_admits(adm, ns, keys, publish, policy, record, stack, required, policy_kind):
     img = publish("app", sign_with=[keys["K1"]])
     policy([keys["K1"]], failure_policy="Ignore", required=required)
     # every webhook of an Ignore policy, or the outcome depends on timing
     if policy_kind is IVPOL:
-        adm.wait_webhook(f"ivpol.validate.kyverno.svc-ignore-finegrained-lg-{area.split('/')[-1]}")
+        adm.wait_webhook(f"ivpol.validate.kyverno.svc-ignore-finegrained-{policy.name}")
     else:
         for webhook in ("mutate.kyverno.svc-ignore", "validate.kyverno.svc-ignore"):
             adm.wait_webhook(webhook)

@@ -70,7 +70,8 @@ def test_registry_restart_keeps_content(stack, ci):
         f"after the restart the registry MUST serve what it held: {got.status_code} {got.headers.get('Docker-Content-Digest')}")
 
 
-SLOW_TIMEOUT = 3
+# the webhook's timeoutSeconds while the registry answers nothing: the smallest Kubernetes accepts
+SLOW_TIMEOUT = 1
 
 
 def _settle_timeouts(adm, webhook: str, settle: float = 10.0) -> None:
@@ -88,18 +89,19 @@ def _settle_timeouts(adm, webhook: str, settle: float = 10.0) -> None:
 @pytest.mark.requires("kubernetes", "admission.kyverno")
 @pytest.mark.spec(f"{K8S}: a webhook past timeoutSeconds under Fail rejects; under Ignore admits")
 @pytest.mark.parametrize("failure_policy", ["Fail", "Ignore"])
-def test_registry_slow(stack, adm, ns, keys, publish, policy, record, failure_policy):
+def test_registry_slow(stack, adm, ns, keys, publish, policy, policy_kind, record, failure_policy):
     """The registry accepts connections and answers nothing (paused) for longer than the webhook's
     timeoutSeconds: the apiserver gives up on Kyverno and applies the failure policy."""
     pause = abilities.need(stack, abilities.PAUSE, "registry")
     img = publish("app", sign_with=[keys["K1"]])
-    policy([keys["K1"]], failure_policy=failure_policy, timeout_seconds=SLOW_TIMEOUT, required=failure_policy == "Fail")
     suffix = failure_policy.lower()
-    for webhook in (f"mutate.kyverno.svc-{suffix}", f"validate.kyverno.svc-{suffix}"):
-        adm.wait_webhook(webhook, prefix=True)
-    # the outage window opens before the timeouts settle: a policy of a test beside this one (R9's
-    # 14 s) would raise the webhook's timeoutSeconds again
+    # the policy lives only inside the outage window, where no other test runs (every suite uses the
+    # registry): its short timeout becomes the webhook's, which a test beside it must not meet, and a
+    # policy of a test beside it (R9's 14 s) would raise the timeout again
     with locks.outage("registry"):
+        policy([keys["K1"]], failure_policy=failure_policy, timeout_seconds=SLOW_TIMEOUT, required=failure_policy == "Fail")
+        for webhook in (f"mutate.kyverno.svc-{suffix}", f"validate.kyverno.svc-{suffix}"):
+            adm.wait_webhook(webhook, prefix=True)
         _settle_timeouts(adm, f"mutate.kyverno.svc-{suffix}")
         with pause.paused("registry"):
             out = record("F-slow", adm.try_pod(ns, img.by_digest), "admitted" if failure_policy == "Ignore" else "denied")
@@ -109,7 +111,8 @@ def test_registry_slow(stack, adm, ns, keys, publish, policy, record, failure_po
                     f"the rejection MUST be the webhook's timeout: {out.message}")
             else:
                 admitted(out)
-    _admits_again(adm, ns, img)
+        _admits_again(adm, ns, img)
+        adm.delete_policy(policy.name, policy_kind.kind)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,26 +192,26 @@ def _apiserver_is_down(stack, adm) -> None:
                   "Kyverno's informers reconnect")
 @pytest.mark.parametrize("component,is_down,crash", [("etcd", _etcd_is_down, True), ("kube-apiserver", _apiserver_is_down, False)],
                          ids=["etcd", "kube-apiserver"])
-def test_control_plane_restart(stack, adm, ns, keys, publish, policy, policy_kind, record, request, scenario, area, component,
+def test_control_plane_restart(stack, adm, ns, keys, publish, policy, policy_kind, record, request, scenario, component,
                                is_down, crash):
     """The apiserver is stopped (its graceful shutdown); etcd crashes (killed, no shutdown: what an
     OOM kill or a lost node does to it)."""
     life = abilities.need(stack, abilities.LIFECYCLE, component)
     img = publish("app", sign_with=[keys["K1"]])
     unsigned = publish("other")
-    first = f"lg-{area.split('/')[-1]}"
-    policy([keys["K1"]], name=first)
+    first = policy.name
+    policy([keys["K1"]], references=[f"{img.ref}*", f"{unsigned.ref}*"])  # not the images of the policies made after
     with life.supervised("kyverno", LEADER_ELECTION) as restarts:
         with life.down(component, crash=crash):
             is_down(stack, adm)
         wait_until(lambda: _readyz(stack).status_code == 200, timeout=90, what="the apiserver ready again", interval=0.5)
-        back = time.monotonic()
+        back, back_wall = time.monotonic(), time.time()
         with _kyverno_restored_if_stuck(life, component):
             _admits_again(adm, ns, img, unsigned=unsigned, timeout=RECOVERY)
-            _leases_renewed(adm, time.time())
             denied_with(record(f"F-{component}", adm.try_pod(ns, unsigned.by_digest), "denied"), "no signatures found")
             adm.delete_policy(first, policy_kind.kind)
             _new_policies_enforced(adm, ns, keys, publish, policy, scenario, first, timeout=RECOVERY)
+            _leases_renewed(adm, back_wall)  # renewed since the API's return (every second: by now, as a rule)
     request.node.user_properties.append(("measured", f"Kyverno restarted {len(restarts)} time(s) (leader election); a policy "
                                                      f"created after the restart enforced {time.monotonic() - back:.1f}s after the API's return"))
 
@@ -234,13 +237,18 @@ def _kyverno_restored_if_stuck(life, component: str):
 def _new_policies_enforced(adm, ns, keys, publish, policy, scenario, first: str, timeout: float = 60.0) -> None:
     """Kyverno's informers are back: a policy created after the restart, of each kind the run uses,
     is enforced (its informer may still be waiting out a reconnect backoff while the policy that
-    was there before answers; the next test's policy would not be seen)."""
-    for kind in scenario.signing.policy.kinds:
-        pk = kv.POLICY_KINDS[kind]
-        unsigned = publish(f"after-{pk.short}")
-        policy([keys["K1"]], name=f"{first}-{pk.short}", kind=pk)
-        wait_until(lambda: not adm.try_pod(ns, unsigned.by_digest, run=False).admitted, timeout=timeout, interval=0.2,
-                   what=f"a {kind} created after the restart enforced", retry_on=kube_retry())
+    was there before answers; the next test's policy would not be seen). Enforced is what counts,
+    so the policies are not waited on to report Ready: Kyverno's status writer reconnects on its
+    own schedule, and the next test's policy waits for it if it must."""
+    kinds = [kv.POLICY_KINDS[kind] for kind in scenario.signing.policy.kinds]
+    unsigned = {pk.short: publish(f"after-{pk.short}") for pk in kinds}
+    for pk in kinds:  # each for its own image only: neither may pass for the other
+        policy([keys["K1"]], name=f"{first}-{pk.short}", kind=pk, references=[f"{unsigned[pk.short].ref}*"], wait=False)
+    for pk in kinds:
+        img = unsigned[pk.short]
+        wait_until(lambda: not adm.try_pod(ns, img.by_digest, run=False).admitted, timeout=timeout, interval=0.1,
+                   what=f"a {pk.kind} created after the restart enforced", retry_on=kube_retry())
+    for pk in kinds:
         adm.delete_policy(f"{first}-{pk.short}", pk.kind)
 
 

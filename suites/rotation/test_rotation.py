@@ -199,10 +199,9 @@ def _ttl_seconds(scenario) -> float:
 @pytest.mark.long_running("waits out the verification cache's TTL")
 @pytest.mark.spec("Kyverno docs, verify-images cache: signature changes are not seen until the entry expires "
                   "(an ImageValidatingPolicy always caches)")
-def test_r8_cache_hides_deleted_signatures_until_ttl(adm, ns, keys, publish, policy, record, ci, scenario, timeline, policy_kind,
-                                                    area):
+def test_r8_cache_hides_deleted_signatures_until_ttl(adm, ns, keys, publish, policy, record, ci, scenario, timeline, policy_kind):
     ttl = _ttl_seconds(scenario)
-    name = f"lg-{area.split('/')[-1]}"
+    name = policy.name
     policy([keys["K1"]], use_cache=True)
     # cache entries are keyed by the policy's resourceVersion: a write to it (Kyverno's own status
     # writes come late under load, an ImageValidatingPolicy's conditions latest) starts the cache
