@@ -157,6 +157,14 @@ class Admission:
             # Kyverno calls an ImageValidatingPolicy Ready ("Webhook configured") a moment before its
             # own webhook is in the configuration the apiserver calls (measured: up to 110 ms later)
             self.wait_webhook(f"-finegrained-{name}", timeout=timeout, suffix=True)
+        else:
+            # a ClusterPolicy verifies images in the mutating webhook; the validating one only checks
+            # that it did (verifyImages.required). Ready can come before Kyverno has given the
+            # mutating webhook its rules again (no policy of this failurePolicy left: none), and a pod
+            # created meanwhile is refused as an "unverified image" (seen: R5 right after Ready)
+            fp = ((policy.get("spec", {}).get("webhookConfiguration") or {}).get("failurePolicy") or "Fail").lower()
+            for webhook in (f"mutate.kyverno.svc-{fp}", f"validate.kyverno.svc-{fp}"):
+                self.wait_webhook(webhook, timeout=timeout, prefix=True)
         return time.monotonic() - t0
 
     def create_policy_raw(self, policy: dict[str, Any]) -> tuple[bool, str]:
