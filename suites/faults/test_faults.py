@@ -44,7 +44,7 @@ def _admits_again(adm, ns, img, timeout: float = 90.0, unsigned=None) -> None:
             return False
         return unsigned is None or not adm.try_pod(ns, unsigned.by_digest, run=False).admitted
 
-    wait_until(restored, timeout=timeout, what="admission restored after the fault", interval=0.5, retry_on=kube_retry())
+    wait_until(restored, timeout=timeout, what="admission restored after the fault", interval=0.1, retry_on=kube_retry())
 
 
 def _leases_renewed(adm, since: float, timeout: float = 60.0) -> None:
@@ -177,7 +177,7 @@ def _etcd_is_down(stack, adm) -> None:
         r = _readyz(stack)
         return r.status_code != 200 and "etcd" in r.text
 
-    wait_until(etcd_not_ready, timeout=30, what="the apiserver to report etcd unready", interval=0.5)
+    wait_until(etcd_not_ready, timeout=30, what="the apiserver to report etcd unready", interval=0.1)
 
 
 def _apiserver_is_down(stack, adm) -> None:
@@ -204,7 +204,7 @@ def test_control_plane_restart(stack, adm, ns, keys, publish, policy, policy_kin
     with life.supervised("kyverno", LEADER_ELECTION) as restarts:
         with life.down(component, crash=crash):
             is_down(stack, adm)
-        wait_until(lambda: _readyz(stack).status_code == 200, timeout=90, what="the apiserver ready again", interval=0.5)
+        wait_until(lambda: _readyz(stack).status_code == 200, timeout=90, what="the apiserver ready again", interval=0.1)
         back, back_wall = time.monotonic(), time.time()
         with _kyverno_restored_if_stuck(life, component):
             _admits_again(adm, ns, img, unsigned=unsigned, timeout=RECOVERY)
