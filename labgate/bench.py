@@ -131,7 +131,8 @@ def e2e(scenario_path: str, rounds: int) -> dict[str, Any]:
     slowest = sorted(summary["tests"], key=lambda t: -t["duration"])[:15]
     return {"figures": {k: figure(v) for k, v in samples.items()},
             "suites": {k: {"wall_s": v["wall"], "test_seconds": v["seconds"]} for k, v in summary["suites"].items()},
-            "slowest": [{"test": t["nodeid"], "seconds": round(t["duration"], 3), "verdict": t["verdict"]} for t in slowest]}
+            "slowest": [{"test": t["nodeid"], "seconds": round(t["duration"], 3), "verdict": t["verdict"],
+                         "waiting_s": (t.get("extra") or {}).get("lock_wait_s", 0.0)} for t in slowest]}
 
 
 def oci_against_official(scenario_path: str, rounds: int) -> dict[str, Any]:
@@ -231,8 +232,10 @@ def render(result: dict[str, Any]) -> str:
         if section == "e2e":
             parts.append("<h3>per suite</h3><table><tr><th>suite</th><th>wall (s)</th><th>test seconds</th></tr>"
                          + "".join(f"<tr><td>{escape(k)}</td><td>{v['wall_s']}</td><td>{v['test_seconds']}</td></tr>" for k, v in data["suites"].items())
-                         + "</table><h3>slowest 15</h3><table><tr><th>test</th><th>s</th><th>verdict</th></tr>"
-                         + "".join(f"<tr><td>{escape(t['test'])}</td><td>{t['seconds']}</td><td>{escape(t['verdict'])}</td></tr>" for t in data["slowest"])
+                         + "</table><h3>slowest 15</h3><table><tr><th>test</th><th>s</th><th>of which waiting for another test's outage</th>"
+                         "<th>verdict</th></tr>"
+                         + "".join(f"<tr><td>{escape(t['test'])}</td><td>{t['seconds']}</td><td>{t.get('waiting_s', 0.0)}</td>"
+                                   f"<td>{escape(t['verdict'])}</td></tr>" for t in data["slowest"])
                          + "</table>")
     if "stack_up_over_floor" in result:
         parts.append(f"<h2>ratios</h2><table>{head}{rows({'stack-up / floor': result['stack_up_over_floor']})}</table>")

@@ -17,11 +17,11 @@ def test_the_page_shows_every_section_and_says_why_one_was_not_measured():
     result = {"measured": "2026-12-04 12:00:00 UTC", "cpu_count": 2, "scenario": "scenarios/local.yaml",
               "floor": {"floor": f}, "stack": {"stack-up": f, "teardown": f}, "stack_up_over_floor": f,
               "e2e": {"figures": {"pytest -n 2": f, "xdist speed-up": f}, "suites": {"oci": {"wall_s": 5.0, "test_seconds": 4.0}},
-                      "slowest": [{"test": "suites/oci/test_pull.py::test_x", "seconds": 1.5, "verdict": "pass"}]},
+                      "slowest": [{"test": "suites/oci/test_pull.py::test_x", "seconds": 1.5, "verdict": "pass", "waiting_s": 1.25}]},
               "oci": {"labgate / official": f, "registry": "distribution"},
               "kind": {"skipped": "kind is not available: <fix>"}}
     page = bench.render(result)
-    for text in ("stack-up", "teardown", "pytest -n 2", "xdist speed-up", "test_x", "labgate / official", "stack-up / floor",
+    for text in ("stack-up", "teardown", "pytest -n 2", "xdist speed-up", "test_x", "1.25", "labgate / official", "stack-up / floor",
                  "skipped: kind is not available: &lt;fix&gt;"):
         assert text in page
 

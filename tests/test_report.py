@@ -203,3 +203,11 @@ def test_missing_results_yaml_is_an_error(tmp_path):
 
     with pytest.raises(StackError, match="wrote no results.yaml"):
         peer.parse_official(tmp_path)
+
+
+def test_time_spent_waiting_for_another_tests_outage_is_kept_apart(tmp_path):
+    rec = recorder(tmp_path)
+    rec.add_report(rep("suites/admission/test_a.py::a11", "setup", "passed", props=[("lock_wait", 7.5)], duration=7.6))
+    rec.add_report(rep("suites/admission/test_a.py::a11", "call", "passed", props=[("lock_wait", 7.5)], duration=0.5))
+    t = rec.tests["suites/admission/test_a.py::a11"]
+    assert (round(t.duration, 1), t.extra["lock_wait_s"]) == (8.1, 7.5)

@@ -43,7 +43,7 @@ class TestRecord:
     should: list[str] = field(default_factory=list)
     beyond_official: bool = False
     case: str = ""
-    extra: dict[str, list[Any]] = field(default_factory=dict)  # admission rows, timeline events
+    extra: dict[str, Any] = field(default_factory=dict)  # admission rows, timeline events, lock_wait_s
 
 
 def _short(longrepr: Any) -> str:
@@ -102,6 +102,8 @@ class RunRecorder:
                 rec.case = str(value)
             elif key == "verdict":
                 forced = str(value)
+            elif key == "lock_wait":
+                rec.extra["lock_wait_s"] = float(value)
             elif key in ("admission", "timeline", "access", "oidc"):
                 rows = rec.extra.setdefault(key, [])
                 row = json.loads(value)
