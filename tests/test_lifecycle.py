@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 
 from labgate import toolchain
 from labgate.process import listening_ports, pid_alive, wait_until
+from labgate.providers.local import RAM_DIR
 from labgate.stack import Stack
 from runs import checkpoint, interrupt_held, run_env
 
@@ -55,7 +57,8 @@ def _assert_clean(run_id: str, pids: list[int], ports: list[int]) -> None:
     assert not _leftovers(run_id), _leftovers(run_id)
     still = set(ports) & listening_ports()
     assert not still, f"ports still listening: {sorted(still)}"
-    assert not list(Path("/tmp").glob(f"labgate-{run_id}-*")), "the private run directory must be removed"
+    left = [str(d) for parent in {tempfile.gettempdir(), str(RAM_DIR)} for d in Path(parent).glob(f"labgate-{run_id}-*")]
+    assert not left, f"the private run directory must be removed: {left}"
 
 
 def _interrupt(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 180) -> None:
