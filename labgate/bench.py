@@ -207,7 +207,7 @@ def kind_against_bare(kind_scenario: str, rounds: int) -> dict[str, Any]:
         finally:
             p.down()
         return {"kind stack": whole, "bare kind create": bare, "stack / bare": whole / bare,
-                **{k: v for k, v in stack.timings.items() if k in ("node-image-build", "node-image-reuse", "cluster-create", "image-load")}}
+                **{k: v for k, v in stack.timings.items() if k in ("node-image-build", "node-image-reuse", "node-image-preload", "node-image-preload-reuse", "cluster-create", "image-load")}}
 
     samples = _rounds(rounds, "kind stack against bare kind create", run)
     return {k: figure(v) for k, v in samples.items()}

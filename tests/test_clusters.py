@@ -50,6 +50,61 @@ def test_kyverno_values_use_local_images_and_no_unbuildable_hook():
     assert v["features"]["registryClient"]["allowInsecure"] is True
 
 
+def test_kyverno_probes_run_every_second_with_the_charts_patience():
+    images = {b: (f"labgate/{b}", "1.19.0-abc") for b in kind.KYVERNO_BINARIES}
+    v = charts.kyverno_values(images=images, pull_secret="labgate-registry", cache_ttl="5s")
+    for controller in ("admissionController", "cleanupController"):
+        start, ready = v[controller]["startupProbe"], v[controller]["readinessProbe"]
+        assert start["periodSeconds"] == ready["periodSeconds"] == 1 and start["initialDelaySeconds"] == ready["initialDelaySeconds"] == 0
+        assert start["failureThreshold"] * start["periodSeconds"] >= 120, "as long to start as the chart's 20 x 6 s"
+        assert ready["failureThreshold"] == 6 and ready["httpGet"] == {"path": "/health/readiness", "port": 9443, "scheme": "HTTPS"}
+
+
+class FakeEngine:
+    """Unit-test stand-in for labgate.kind.engine.Engine: images by reference, with IDs."""
+
+    def __init__(self, images: dict[str, str]):
+        self.images = dict(images)  # ref -> id
+        self.labels: dict[str, str] = {}  # ref -> the node it preloads
+        self.removed: list[str] = []
+
+    def has_image(self, ref: str) -> bool:
+        return ref in self.images
+
+    def run(self, *args: str, check: bool = True):
+        import subprocess
+
+        out = ""
+        if args[:2] == ("image", "inspect"):
+            out = "\n".join(self.images[r] for r in args[4:])
+        elif args[0] == "images":
+            node = args[2].split("=", 2)[2]
+            out = "\n".join(r for r, n in self.labels.items() if n == node)
+        elif args[0] == "rmi":
+            self.removed.append(args[1])
+            self.images.pop(args[1], None)
+        return subprocess.CompletedProcess(args, 0, out.encode(), b"")
+
+
+def test_a_node_image_with_the_stack_images_is_built_once_and_replaces_older_ones(monkeypatch):
+    eng = FakeEngine({"node:1": "sha256:n1", "labgate/kyverno:1.19.0-aa": "sha256:k1", "labgate/registry:3.1.2-bb": "sha256:r1"})
+    built: list[str] = []
+
+    def preload(engine, base, images, ref, work, label=""):
+        built.append(ref)
+        engine.images[ref], engine.labels[ref] = "sha256:" + ref[-8:], label
+
+    monkeypatch.setattr(nodeimage, "_preload", preload)
+    stack_images = ["labgate/kyverno:1.19.0-aa", "labgate/registry:3.1.2-bb"]
+    first, was_built = nodeimage.with_images(eng, "node:1", stack_images, progress=lambda m: None)
+    assert was_built and built == [first] and first.startswith("labgate/kind-node-preloaded:")
+    assert nodeimage.with_images(eng, "node:1", list(reversed(stack_images)), progress=lambda m: None) == (first, False)
+    eng.images["labgate/kyverno:1.19.0-aa"] = "sha256:k2"  # the same tag, rebuilt: another image
+    second, was_built = nodeimage.with_images(eng, "node:1", stack_images, progress=lambda m: None)
+    assert was_built and second != first
+    assert eng.removed == [first] and second in eng.images, "the older preload of the same node image is removed, not the new one"
+
+
 def test_node_image_ref_changes_with_the_versions():
     a = nodeimage.node_ref("v1.36.3", "v0.33.0")
     assert a.startswith("labgate/kind-node:v1.36.3-kind0.33.0-")

@@ -86,11 +86,23 @@ def kyverno_chart(version: str, dest: Path) -> dict[str, str]:
 
 def kyverno_values(*, images: dict[str, tuple[str, str]], pull_secret: str, cache_ttl: str) -> dict:
     """Values for Kyverno's chart on kind: images built here (never pulled), the registry read with
-    a read-only robot's pull secret, the scenario's cache TTL, plain-http registries allowed, and no
-    hook that needs an image not built here (webhooks clean-up, the CRD migration job)."""
+    a read-only robot's pull secret, the scenario's cache TTL, plain-http registries allowed, no
+    hook that needs an image not built here (webhooks clean-up, the CRD migration job), and
+    probes every second."""
     def image(name: str) -> dict:
         repo, tag = images[name]
         return {"registry": "", "defaultRegistry": "", "repository": repo, "tag": tag, "pullPolicy": "IfNotPresent"}
+
+    def probes() -> dict:
+        """The chart's probes, run every second from the start: by default the startup probe runs
+        every 6 s after 2 s and the readiness probe every 10 s after 5 s, so a Kyverno that
+        answers within a second of starting was seen Ready up to 15 s later. The thresholds keep
+        the chart's patience (2 minutes to start; 6 failed readiness checks in a row)."""
+        def check(path: str) -> dict:
+            return {"httpGet": {"path": path, "port": 9443, "scheme": "HTTPS"}, "initialDelaySeconds": 0, "periodSeconds": 1}
+
+        return {"startupProbe": {**check("/health/liveness"), "failureThreshold": 120},
+                "readinessProbe": {**check("/health/readiness"), "timeoutSeconds": 5, "failureThreshold": 6, "successThreshold": 1}}
 
     return {
         # CRDs are applied server-side first (too large for client-side apply); no migration job
@@ -99,9 +111,10 @@ def kyverno_values(*, images: dict[str, tuple[str, str]], pull_secret: str, cach
             "replicas": 1,
             "initContainer": {"image": image("kyverno-init")},
             "container": {"image": image("kyverno"), "extraArgs": {"imageVerifyCacheTTLDuration": cache_ttl}},
+            **probes(),
         },
         "backgroundController": {"image": image("background-controller")},
-        "cleanupController": {"image": image("cleanup-controller")},
+        "cleanupController": {"image": image("cleanup-controller"), **probes()},
         "reportsController": {"image": image("reports-controller")},
         "existingImagePullSecrets": [pull_secret],
         "features": {"registryClient": {"allowInsecure": True}},

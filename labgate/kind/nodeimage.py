@@ -298,7 +298,6 @@ def build(engine: Engine, *, kube_version: str, kind_version: str, bins: dict[st
     wanted = images_list(bins["kubeadm"], kube_version)
     progress(f"[kind] assembling node image {ref}")
     work = Path(tempfile.mkdtemp(prefix="labgate-node-"))
-    container = f"labgate-node-preload-{os.getpid()}"
     made: list[str] = []
     try:
         r = work / "root"
@@ -329,9 +328,27 @@ def build(engine: Engine, *, kube_version: str, kind_version: str, bins: dict[st
         kube_proxy_image(engine, wanted["kube-proxy"], bins["kube-proxy"], r, busybox)
         preload = [*(wanted[n] for n in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "etcd", "coredns")), *pause_refs]
         made += preload
-        saved = work / "preload.tar"
-        engine.run("save", "-o", str(saved), *preload)
         progress("[kind] preloading the control-plane images into the node's containerd")
+        _preload(engine, base, preload, ref, work)
+    finally:
+        for img in made:
+            engine.run("rmi", img, check=False)
+        subprocess.run(["rm", "-rf", str(work)], capture_output=True)
+    progress(f"[kind] node image {ref} built in {time.monotonic() - t0:.0f}s")
+    return ref, True
+
+
+NODE_CHANGES = ("ENTRYPOINT [ \"/usr/local/bin/entrypoint\", \"/sbin/init\" ]", "ENV container=docker")
+PRELOADED_OF = "labgate.preloaded-of"  # the label a node image with the stack's images carries: the node image it extends
+
+
+def _preload(engine: Engine, base: str, images: list[str], ref: str, work: Path, label: str = "") -> None:
+    """Import ``images`` into the containerd of a container run from ``base`` (not unpacked: the
+    first container of each unpacks it, as in kind's own node images) and commit it as ``ref``."""
+    container = f"labgate-node-preload-{os.getpid()}"
+    saved = work / "preload.tar"
+    engine.run("save", "-o", str(saved), *images)
+    try:
         engine.run("run", "-d", "--name", container, "--entrypoint", "sleep", "--security-opt", "seccomp=unconfined", base, "infinity")
         engine.run("exec", container, "sh", "-c", "nohup containerd > /tmp/containerd.log 2>&1 &")
         for _ in range(100):
@@ -345,12 +362,33 @@ def build(engine: Engine, *, kube_version: str, kind_version: str, bins: dict[st
         if proc.returncode != 0:
             raise StackError(f"kind node image: ctr images import failed: {proc.stderr.decode(errors='replace')[-400:]}")
         engine.run("exec", container, "sh", "-c", "kill $(pidof containerd); sleep 1; rm -rf /tmp/* /run/containerd")
-        engine.run("commit", "--change", 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]', "--change", "ENV container=docker",
-                   container, ref)
+        changes = [*NODE_CHANGES, *([f"LABEL {PRELOADED_OF}={label}"] if label else [])]
+        engine.run("commit", *(a for c in changes for a in ("--change", c)), container, ref)
     finally:
         engine.run("rm", "-f", "-v", container, check=False)
-        for img in made:
+        saved.unlink(missing_ok=True)
+
+
+def with_images(engine: Engine, node: str, images: list[str], progress: Callable[[str], None] = print) -> tuple[str, bool]:
+    """``node`` with ``images`` (the stack's component images) preloaded into its containerd, and
+    whether it had to be built: a cluster made from it needs no ``kind load``, which costs half a
+    minute on every run (saving the images and importing them into the node again). Cached by the
+    node image and the images' IDs; the preloads of ``node`` for other images are removed."""
+    ids = engine.run("image", "inspect", "--format", "{{.Id}}", node, *images).stdout.decode().split()
+    pairs = sorted(f"{r} {i}" for r, i in zip([node, *images], ids))
+    ref = "labgate/kind-node-preloaded:" + hashlib.sha256("\n".join([node, *pairs]).encode()).hexdigest()[:16]
+    if engine.has_image(ref):
+        return ref, False
+    t0 = time.monotonic()
+    progress(f"[kind] preloading the stack's images into {ref}")
+    work = Path(tempfile.mkdtemp(prefix="labgate-node-"))
+    try:
+        _preload(engine, node, images, ref, work, label=node)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    older = engine.run("images", "--filter", f"label={PRELOADED_OF}={node}", "--format", "{{.Repository}}:{{.Tag}}").stdout.decode().split()
+    for img in older:
+        if img != ref:
             engine.run("rmi", img, check=False)
-        subprocess.run(["rm", "-rf", str(work)], capture_output=True)
-    progress(f"[kind] node image {ref} built in {time.monotonic() - t0:.0f}s")
+    progress(f"[kind] node image with the stack's images {ref} built in {time.monotonic() - t0:.0f}s")
     return ref, True

@@ -88,6 +88,9 @@ class K3dProvider(KindProvider):
             raise StackError(f"provider k3d: {why}")
         return image
 
+    def _preloaded(self, eng, node: str, images: dict[str, str]) -> None:
+        return None  # the images are imported into the cluster once it exists (k3d image import)
+
     def _cluster_config(self, registry_port: int, issuer_port: int | None, certs_d: Path) -> dict:
         return {"registry_port": registry_port, "issuer_port": issuer_port}
 

@@ -44,7 +44,7 @@ from labgate.errors import StackError
 from labgate.kind import charts, engine as engines, nodeimage
 from labgate.process import free_port, kube_retry, wait_until
 from labgate.providers.base import Teardown, choose_registry, obtain, reading_robot, robot_credentials, suite_tools, tool_ref
-from labgate.providers.local import _register_run, _unregister_run, _write_teardown_record
+from labgate.providers.local import _register_run, _Side, _unregister_run, _write_teardown_record
 from labgate.scenario import KindSettings, Scenario
 from labgate.stack import ComponentState, Stack, host_arch, proc_ticks
 
@@ -199,7 +199,7 @@ class KindProvider:
         self._save()
         _register_run(stack)
 
-        t0 = time.monotonic()
+        t0 = t_up = time.monotonic()
         eng = engines.ensure(_say)
         self.engine = eng
         stack.provider_data["engine"] = {"host": eng.host, "owned": eng.owned, "pid": eng.pid, "ticks": eng.ticks, "version": eng.version}
@@ -215,6 +215,9 @@ class KindProvider:
         t0 = time.monotonic()
         images = self._component_images(eng, reg_kind, reg_tool, pid_tool, kyv)
         self._timed("component-images", t0)
+        preloaded = self._preloaded(eng, node, images)
+        if preloaded:
+            node = stack.provider_data["node_image"] = preloaded
 
         registry_port = free_port()
         issuer_port = free_port() if pid_tool is not None and pid_tool.available else None
@@ -225,13 +228,16 @@ class KindProvider:
         self.teardown.add("cluster", lambda: self._delete_cluster(kind_tool.path, name))
         self.teardown.add("logs", self._copy_logs)  # runs before the cluster goes
         self._create_cluster(kind_tool.path, name, node, self._cluster_config(registry_port, issuer_port, certs_d), kubeconfig)
+        # Kyverno's CRDs need only the API: created while the node gets Ready and the registry installs
+        crds = _Side(lambda: self._kyverno_crds(stack, helm.path, kube, kyv)) if kyv is not None else None
         self._wait_cluster(name)
         stack.capabilities = ["kubernetes", "cluster.write", "cluster.nodes"]
         self._save()
 
-        t0 = time.monotonic()
-        self._load(kind_tool.path, name, list(images.values()))
-        self._timed("image-load", t0)
+        if not preloaded:
+            t0 = time.monotonic()
+            self._load(kind_tool.path, name, list(images.values()))
+            self._timed("image-load", t0)
 
         api = _api(stack)
         from kubernetes import client as kclient
@@ -241,14 +247,21 @@ class KindProvider:
             core.create_namespace(kclient.V1Namespace(metadata=kclient.V1ObjectMeta(name=ns)))
         stack.registry_url = f"http://127.0.0.1:{registry_port}"
         stack.registry_ref_host = f"{REGISTRY_NAME}:{REGISTRY_PORT}"
-        if issuer_port:
-            self._install_pocket_id(stack, helm.path, images["identity"], issuer_port, registry_port if reg_kind == "zot" else None)
-        self._install_registry(stack, helm.path, reg_kind, reg_tool, images["registry"])
-        if kyv is not None:
-            self._install_kyverno(stack, helm.path, kube, kyv, images)
+        # Kyverno's release does not wait for the registry (its images are on the node; it reads
+        # signatures only when a pod is admitted): installed beside Pocket ID and the registry
+        kyverno = _Side(lambda: self._install_kyverno(stack, helm.path, crds, images)) if crds is not None else None
+        try:
+            if issuer_port:
+                self._install_pocket_id(stack, helm.path, images["identity"], issuer_port, registry_port if reg_kind == "zot" else None)
+            self._install_registry(stack, helm.path, reg_kind, reg_tool, images["registry"])
+        finally:
+            if kyverno is not None:
+                kyverno.release()
+        if kyverno is not None:
+            self._kyverno_installed(stack, kyv, images, kyverno.result())
         stack.components.append(ComponentState(name="kubernetes", kind="kind", version=kube.version, source=kube.source,
                                                path=node, reported_version=kube.reported_version, url=_api_url(stack)))
-        stack.timings["stack-up"] = round(sum(v for k, v in stack.timings.items() if k != "toolchain"), 3)
+        stack.timings["stack-up"] = round(time.monotonic() - t_up, 3)  # the wall time: some phases run side by side
         self._save()
         checkpoint.reached("stack-ready", state=stack.state_file, cluster=name, pids=[], ports=[registry_port] + ([issuer_port] if issuer_port else []))
         return stack
@@ -296,6 +309,18 @@ class KindProvider:
                                       busybox=self._tool("busybox").path, progress=_say)
         self.stack.timings["node-image-build" if built else "node-image-reuse"] = round(time.monotonic() - t0, 3)
         return node
+
+    def _preloaded(self, eng: engines.Engine, node: str, images: dict[str, str]) -> str | None:
+        """The node image with the component images already in its containerd (cached; a cluster
+        made from it needs no ``kind load``), or None where they are loaded after the cluster is
+        made: a reused cluster (its node exists), kind's upstream node image."""
+        if self.settings.cluster or self.settings.node_image == "upstream":
+            return None
+        assert self.stack is not None
+        t0 = time.monotonic()
+        ref, built = nodeimage.with_images(eng, node, list(images.values()), progress=_say)
+        self.stack.timings["node-image-preload" if built else "node-image-preload-reuse"] = round(time.monotonic() - t0, 3)
+        return ref
 
     def _cluster_config(self, registry_port: int, issuer_port: int | None, certs_d: Path) -> dict:
         return kind_config(registry_host_port=registry_port, issuer_host_port=issuer_port, certs_d=certs_d)
@@ -468,39 +493,56 @@ class KindProvider:
                                                start_seconds=stack.timings["ready:registry"]))
         self._save()
 
-    def _install_kyverno(self, stack: Stack, helm: str, kube: toolchain.Resolved, kyv: toolchain.Resolved, images: dict[str, str]) -> None:
+    def _kyverno_crds(self, stack: Stack, helm: str, kube: toolchain.Resolved, kyv: toolchain.Resolved) -> tuple[Path, dict, float]:
+        """Kyverno's chart from its module, and its CRDs applied: (the chart, its versions, the
+        seconds it took)."""
+        assert self._run_dir is not None
+        t0 = time.monotonic()
+        chart = self._run_dir / "charts" / f"kyverno-{kyv.version}"
+        versions = charts.kyverno_chart(kyv.version, chart)
+        self._apply_kyverno_crds(stack, helm, kube, chart)
+        return chart, versions, time.monotonic() - t0
+
+    def _install_kyverno(self, stack: Stack, helm: str, crds: _Side, images: dict[str, str]) -> dict[str, float]:
+        """Kyverno's release, once its CRDs are in (``crds``): the phases' seconds. Only the
+        registry's pull secret and the release change the cluster; the stack is updated by the
+        caller (``_kyverno_installed``), in one thread."""
         from kubernetes import client as kclient
 
         from labgate.components import kyverno as kv
 
-        sc = self.scenario
-        adm = sc.components.admission
-        assert adm is not None and self._run_dir is not None
         t0 = time.monotonic()
-        chart = self._run_dir / "charts" / f"kyverno-{kyv.version}"
-        versions = charts.kyverno_chart(kyv.version, chart)
-        stack.provider_data["kyverno_chart"] = versions
-        robot = reading_robot(sc)
+        chart, versions, crd_seconds = crds.result()
+        crds.release()
+        robot = reading_robot(self.scenario)
         core = kclient.CoreV1Api(_api(stack))
         core.create_namespaced_secret("kyverno", kclient.V1Secret(
             metadata=kclient.V1ObjectMeta(name=PULL_SECRET), type="kubernetes.io/dockerconfigjson",
             string_data={".dockerconfigjson": kv.docker_config(stack.image_host, robot, stack.password(robot))}))
-        self._kyverno_release(stack, helm, kube, chart, images)
-        stack.timings["ready:kyverno"] = round(time.monotonic() - t0, 3)
+        t1 = time.monotonic()
+        self._helm(helm, "kyverno", chart, "kyverno", self._kyverno_values(images))
+        return {"kyverno-crds": crd_seconds, "chart-install:kyverno": time.monotonic() - t1,
+                "ready:kyverno": time.monotonic() - t0, "chart": versions}
+
+    def _kyverno_installed(self, stack: Stack, kyv: toolchain.Resolved, images: dict[str, str], done: dict) -> None:
+        versions = done.pop("chart")
+        stack.provider_data["kyverno_chart"] = versions
+        stack.timings.update({k: round(v, 3) for k, v in done.items()})
         stack.capabilities = sorted(set(stack.capabilities) | {"admission", "admission.kyverno"})
         stack.components.append(ComponentState(name="kyverno", kind="kyverno", version=kyv.version, source=kyv.source, path=images["kyverno"],
                                                reported_version=f"chart {versions['chart']}", start_seconds=stack.timings["ready:kyverno"]))
         self._save()
 
-    def _kyverno_release(self, stack: Stack, helm: str, kube: toolchain.Resolved, chart: Path, images: dict[str, str]) -> None:
-        """Kyverno's chart installed or upgraded in place (``helm upgrade --install``): its CRDs
-        first, server-side (kyverno#5036: too large for a client-side apply's annotation; helm
-        never upgrades CRDs), then the release with these images, waited for."""
+    def _kyverno_values(self, images: dict[str, str]) -> dict:
         adm = self.scenario.components.admission
-        assert adm is not None and self._run_dir is not None
-        t0 = time.monotonic()
+        assert adm is not None
         split = {b: tuple(images[b].rsplit(":", 1)) for b in KYVERNO_BINARIES}
-        values = charts.kyverno_values(images=split, pull_secret=PULL_SECRET, cache_ttl=adm.cache_ttl)
+        return charts.kyverno_values(images=split, pull_secret=PULL_SECRET, cache_ttl=adm.cache_ttl)
+
+    def _apply_kyverno_crds(self, stack: Stack, helm: str, kube: toolchain.Resolved, chart: Path) -> None:
+        """Kyverno's CRDs, server-side (kyverno#5036: too large for a client-side apply's
+        annotation; helm never upgrades CRDs)."""
+        assert self._run_dir is not None
         crds = self._run_dir / f"{chart.name}-crds.yaml"
         rendered = _run([helm, "template", "kyverno", str(chart), "-n", "kyverno", "--set", "crds.install=true"], "helm template kyverno").stdout
         docs = [d for d in yaml.safe_load_all(rendered) if isinstance(d, dict) and d.get("kind") == "CustomResourceDefinition"]
@@ -508,9 +550,15 @@ class KindProvider:
         kubectl = str(Path(kube.path).parent / "kubectl")
         _run([kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(crds), "--kubeconfig", stack.kubeconfig], "kubectl apply --server-side (Kyverno CRDs)",
              timeout=300)
+
+    def _kyverno_release(self, stack: Stack, helm: str, kube: toolchain.Resolved, chart: Path, images: dict[str, str]) -> None:
+        """Kyverno's chart upgraded in place (``helm upgrade --install``): its CRDs first, then the
+        release with these images, waited for."""
+        t0 = time.monotonic()
+        self._apply_kyverno_crds(stack, helm, kube, chart)
         stack.timings["kyverno-crds"] = round(time.monotonic() - t0, 3)
         t1 = time.monotonic()
-        self._helm(helm, "kyverno", chart, "kyverno", values)
+        self._helm(helm, "kyverno", chart, "kyverno", self._kyverno_values(images))
         stack.timings["chart-install:kyverno"] = round(time.monotonic() - t1, 3)
 
     def _wait_registry(self, stack: Stack) -> None:

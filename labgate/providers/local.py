@@ -689,24 +689,27 @@ class _Side:
         self._done = threading.Event()
         self._release = threading.Event()
         self._error: BaseException | None = None
+        self._value = None
         self._fn = fn
         self._thread = threading.Thread(target=self._run, name="labgate-cluster-side", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            self._fn()
+            self._value = self._fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread by result()
             self._error = exc
         finally:
             self._done.set()
         self._release.wait()
 
-    def result(self) -> None:
+    def result(self):
+        """What the chain returned, once it has finished (its exception, raised here)."""
         while not self._done.wait(0.1):  # in small steps: Ctrl-C reaches the main thread at once
             pass
         if self._error is not None:
             raise self._error
+        return self._value
 
     def finished(self, timeout: float) -> None:
         self._done.wait(timeout)
