@@ -82,7 +82,7 @@ def run_dir_parent(ram: Path = RAM_DIR, min_free: int = RAM_MIN_FREE, mounts: Pa
     chosen = os.environ.get("LABGATE_RUN_DIR_PARENT", "")
     if chosen:
         if not os.path.isdir(chosen) or not os.access(chosen, os.W_OK):
-            raise StackError(f"LABGATE_RUN_DIR_PARENT={chosen}: not a writable directory (fix: create it, or unset it)")
+            raise StackError(f"LABGATE_RUN_DIR_PARENT={chosen}: not a writable directory", fix="create it, or unset it")
         return chosen
     try:
         on_tmpfs = any(line.split()[1:3] == [str(ram), "tmpfs"] for line in mounts.read_text().splitlines())
