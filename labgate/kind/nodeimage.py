@@ -340,6 +340,7 @@ def build(engine: Engine, *, kube_version: str, kind_version: str, bins: dict[st
 
 NODE_CHANGES = ("ENTRYPOINT [ \"/usr/local/bin/entrypoint\", \"/sbin/init\" ]", "ENV container=docker")
 PRELOADED_OF = "labgate.preloaded-of"  # the label a node image with the stack's images carries: the node image it extends
+KEEP_PRELOADS = 2  # per node image (about 1 GB each): the newest
 
 
 def _preload(engine: Engine, base: str, images: list[str], ref: str, work: Path, label: str = "") -> None:
@@ -373,7 +374,7 @@ def with_images(engine: Engine, node: str, images: list[str], progress: Callable
     """``node`` with ``images`` (the stack's component images) preloaded into its containerd, and
     whether it had to be built: a cluster made from it needs no ``kind load``, which costs half a
     minute on every run (saving the images and importing them into the node again). Cached by the
-    node image and the images' IDs; the preloads of ``node`` for other images are removed."""
+    node image and the images' IDs; of the preloads of ``node``, the KEEP_PRELOADS newest stay."""
     ids = engine.run("image", "inspect", "--format", "{{.Id}}", node, *images).stdout.decode().split()
     pairs = sorted(f"{r} {i}" for r, i in zip([node, *images], ids))
     ref = "labgate/kind-node-preloaded:" + hashlib.sha256("\n".join([node, *pairs]).encode()).hexdigest()[:16]
@@ -386,9 +387,9 @@ def with_images(engine: Engine, node: str, images: list[str], progress: Callable
         _preload(engine, node, images, ref, work, label=node)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    older = engine.run("images", "--filter", f"label={PRELOADED_OF}={node}", "--format", "{{.Repository}}:{{.Tag}}").stdout.decode().split()
-    for img in older:
-        if img != ref:
-            engine.run("rmi", img, check=False)
+    # newest first: the one just built and the one before it stay (a gate's two sides, each warm)
+    made = engine.run("images", "--filter", f"label={PRELOADED_OF}={node}", "--format", "{{.Repository}}:{{.Tag}}").stdout.decode().split()
+    for img in [m for m in made if m != ref][KEEP_PRELOADS - 1:]:
+        engine.run("rmi", img, check=False)
     progress(f"[kind] node image with the stack's images {ref} built in {time.monotonic() - t0:.0f}s")
     return ref, True
